@@ -1,0 +1,41 @@
+# `make test` and `make demo` work on a fresh clone: both install into .venv first (idempotent).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-all demo demo-classify bench lint clean
+
+install: $(STAMP)
+
+# torch is installed on its own first, pinned, so that no dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
+
+test-all: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m ""
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		scripts/translate.py --loss cel --output_dir outputs/demo-translate --overwrite_output_dir
+
+demo-classify: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		scripts/classify.py --loss apl --output_dir outputs/demo-classify --overwrite_output_dir
+
+bench: install
+	$(PY) scripts/benchmark_losses.py --output-dir benchmarks
+
+lint: install
+	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/ruff format --check src scripts tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,22 @@
+"""hf_losses: Encouraging Loss (EL/CEL) and Asymmetric Polynomial Loss (APL) for the Hugging Face stack."""
+
+from .losses import (
+    AsymmetricPolynomialLoss,
+    EncouragingLoss,
+    EncouragingLossOutput,
+    asymmetric_polynomial_loss,
+    encouraging_loss,
+    encouraging_loss_with_stats,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsymmetricPolynomialLoss",
+    "EncouragingLoss",
+    "EncouragingLossOutput",
+    "__version__",
+    "asymmetric_polynomial_loss",
+    "encouraging_loss",
+    "encouraging_loss_with_stats",
+]

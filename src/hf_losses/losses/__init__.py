@@ -1,0 +1,13 @@
+"""Fused loss functions: functional forms and their nn.Module wrappers."""
+
+from .encouraging import EncouragingLoss, EncouragingLossOutput, encouraging_loss, encouraging_loss_with_stats
+from .polynomial import AsymmetricPolynomialLoss, asymmetric_polynomial_loss
+
+__all__ = [
+    "AsymmetricPolynomialLoss",
+    "EncouragingLoss",
+    "EncouragingLossOutput",
+    "asymmetric_polynomial_loss",
+    "encouraging_loss",
+    "encouraging_loss_with_stats",
+]
