@@ -9,12 +9,18 @@ from .losses import (
     encouraging_loss_with_stats,
 )
 
+from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AsymmetricPolynomialLoss",
     "EncouragingLoss",
     "EncouragingLossOutput",
+    "EncouragingSeq2SeqConfig",
+    "EncouragingSeq2SeqTrainer",
+    "MultiLabelConfig",
+    "MultiLabelTrainer",
     "__version__",
     "asymmetric_polynomial_loss",
     "encouraging_loss",

@@ -1,0 +1,372 @@
+"""Model cards: a README.md with a Hub `model-index`, rendered from the Jinja templates in `model_cards/`.
+
+Templates. The canonical templates are `model_cards/translation.md` and `model_cards/classification.md` at the
+repository root. `render_model_card` looks for them, in this order:
+
+1. `template_dir`, when given (no fallback: a missing template there is an error);
+2. `Path(__file__).resolve().parents[2] / "model_cards"`, i.e. the repository root of a source checkout or
+   an editable install;
+3. `hf_losses/model_cards/` inside the installed package (`importlib.resources`), for a wheel that ships
+   copies of the templates as package data.
+
+Inputs. ``dataset`` describes the data: ``id`` (Hub id or local path, required), and optionally ``name``,
+``config``, ``train_split``, ``split`` (the split the metrics come from), ``revision``, ``source_lang`` /
+``target_lang`` (translation), ``language`` and ``label_names`` (classification). ``loss`` holds the loss
+settings, its name under ``loss`` (or ``name``). ``metrics`` may use the Trainer's prefixes (``eval_bleu``,
+``test_f1_micro``: pass one split's metrics) and may carry the sacreBLEU signatures (``bleu_signature``,
+``chrf_signature``, as in `Seq2SeqMetrics.signatures`); non-finite values are dropped, and without the
+task's headline metrics the card says "not evaluated yet" and has no `model-index` results. ``extra`` may
+give ``license``, ``model_id`` (for the usage snippet), ``tags``, ``language``, ``threshold``,
+``threshold_tuned``, ``threshold_split``, ``label_names``, ``example_input`` and ``notes``.
+
+Secrets. Every key containing "token", "secret", "password", "api_key" or "credential" (e.g. ``hub_token``)
+and every value that looks like a Hugging Face access token are left out of the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = ["render_model_card", "write_model_card"]
+
+_SECRET_KEY = re.compile(r"token|secret|password|api_?key|credential", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+_SPLIT_PREFIX = re.compile(r"^(eval|test|predict)_")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+# Per task: template, Hub task, tags, results-table rows (key, label, format) and model-index entries
+# (key, metric type, metric name, metric args).
+_TASKS: dict[str, dict[str, Any]] = {
+    "translation": {
+        "template": "translation.md",
+        "task_type": "translation",
+        "task_name": "Translation",
+        "tags": ["translation", "hf_losses"],
+        "method_tag": "encouraging-loss",
+        "metric_ids": ["sacrebleu", "chrf"],
+        "rows": [
+            ("bleu", "BLEU", ".2f"),
+            ("chrf", "chrF", ".2f"),
+            ("gen_len", "gen_len (mean generated tokens)", ".2f"),
+            ("nll_loss", "NLL per token", ".4f"),
+            ("loss", "training objective (loss)", ".4f"),
+        ],
+        "index": [("bleu", "sacrebleu", "BLEU", None), ("chrf", "chrf", "chrF", None)],
+        "loss_keys": ["loss", "log_end", "bonus_weight", "label_smoothing_factor"],
+        "packages": ["transformers", "torch", "datasets", "accelerate", "sacrebleu", "hf_losses"],
+    },
+    "classification": {
+        "template": "classification.md",
+        "task_type": "text-classification",
+        "task_name": "Multi-label text classification",
+        "tags": ["text-classification", "multi-label-classification", "hf_losses"],
+        "method_tag": "asymmetric-polynomial-loss",
+        "metric_ids": ["f1", "precision", "recall"],
+        "rows": [
+            ("f1_micro", "F1 (micro)", ".4f"),
+            ("f1_macro", "F1 (macro)", ".4f"),
+            ("precision_micro", "Precision (micro)", ".4f"),
+            ("precision_macro", "Precision (macro)", ".4f"),
+            ("recall_micro", "Recall (micro)", ".4f"),
+            ("recall_macro", "Recall (macro)", ".4f"),
+            ("map", "mAP", ".4f"),
+            ("p@1", "P@1", ".4f"),
+            ("p@3", "P@3", ".4f"),
+            ("p@5", "P@5", ".4f"),
+            ("ndcg@1", "nDCG@1", ".4f"),
+            ("ndcg@3", "nDCG@3", ".4f"),
+            ("ndcg@5", "nDCG@5", ".4f"),
+            ("hamming_loss", "Hamming loss", ".4f"),
+            ("loss", "training objective (loss)", ".4f"),
+        ],
+        "index": [
+            ("f1_micro", "f1", "F1 (micro)", {"average": "micro"}),
+            ("f1_macro", "f1", "F1 (macro)", {"average": "macro"}),
+            ("map", "mean_average_precision", "mAP", None),
+            *[(f"p@{k}", f"precision@{k}", f"P@{k}", None) for k in (1, 3, 5)],
+            *[(f"ndcg@{k}", f"ndcg@{k}", f"nDCG@{k}", None) for k in (1, 3, 5)],
+            ("hamming_loss", "hamming_loss", "Hamming loss", None),
+        ],
+        "loss_keys": [
+            "loss",
+            "gamma_pos",
+            "gamma_neg",
+            "clip",
+            "alpha1",
+            "alpha2",
+            "beta1",
+            "detach_focusing_weight",
+            "poly_epsilon",
+        ],
+        "packages": ["transformers", "torch", "datasets", "accelerate", "scikit-learn", "hf_losses"],
+    },
+}
+_ALIASES = {
+    "text-classification": "classification",
+    "multilabel": "classification",
+    "multi-label": "classification",
+}
+_EXAMPLE_INPUT = {
+    "de": "Das Haus ist wunderbar.",
+    "fr": "La maison est magnifique.",
+    "en": "The house is wonderful.",
+}
+
+
+def _public(mapping: dict[str, Any] | None) -> dict[str, Any]:
+    """Copy of a mapping without secret-looking keys or token-looking values (recursively)."""
+    out: dict[str, Any] = {}
+    for key, value in (mapping or {}).items():
+        if _SECRET_KEY.search(str(key)) or (isinstance(value, str) and _SECRET_VALUE.search(value)):
+            continue
+        out[str(key)] = _public(value) if isinstance(value, dict) else value
+    return out
+
+
+def _cell(value: Any) -> str:
+    """A value formatted for one Markdown table cell."""
+    value = getattr(value, "value", value)  # enums such as IntervalStrategy
+    if isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows(mapping: dict[str, Any], first: list[str] | None = None) -> list[tuple[str, str]]:
+    """(key, formatted value) pairs, the keys in ``first`` leading in that order."""
+    keys = [k for k in first or [] if k in mapping] + [k for k in mapping if k not in (first or [])]
+    return [(_cell(k), _cell(mapping[k])) for k in keys]
+
+
+def _clean_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Metrics without split prefixes; numbers as finite floats, signature strings kept, the rest dropped."""
+    out: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        key = _SPLIT_PREFIX.sub("", str(key))
+        if key in out:
+            continue
+        if isinstance(value, str):
+            if key.endswith("signature"):
+                out[key] = value
+            continue
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[key] = number
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    """None -> [], a string -> [string], any other iterable -> list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """Whether a string looks like a Hub repo id rather than a local path."""
+    return bool(name) and bool(_HUB_ID.match(name)) and not name.startswith(".") and not Path(name).exists()
+
+
+def _versions(packages: list[str]) -> list[tuple[str, str]]:
+    """Installed versions of the given distributions, read at render time."""
+    rows = []
+    for name in packages:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        rows.append((name, version))
+    return rows
+
+
+def _find_template(name: str, template_dir: str | os.PathLike | None) -> Path:
+    """Path of a template: `template_dir`, else the repository's model_cards/, else package data."""
+    if template_dir is not None:
+        path = Path(template_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"model card template {path} not found")
+        return path
+    candidates = [Path(__file__).resolve().parents[2] / "model_cards" / name]
+    with contextlib.suppress(ModuleNotFoundError, TypeError):
+        candidates.append(Path(str(resources.files("hf_losses") / "model_cards" / name)))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"model card template {name!r} not found in {[str(p.parent) for p in candidates]}; "
+        "pass template_dir= pointing to a copy of the repository's model_cards/ directory"
+    )
+
+
+def _is_method(task: str, loss: dict[str, Any]) -> bool:
+    """Whether the card describes the library's loss (EL/CEL or APL) rather than a baseline."""
+    name = str(loss.get("loss", loss.get("name", ""))).lower()
+    if task == "translation":
+        baseline = name in {"ce", "cross_entropy", "cross-entropy", "nll"} or loss.get("bonus_weight") == 0
+        return not baseline
+    return name in {"", "apl", "asymmetric_polynomial", "asymmetric-polynomial"}
+
+
+def _method_label(task: str, loss: dict[str, Any]) -> str:
+    """Human-readable name of the library's loss as configured."""
+    if task == "classification":
+        return "asymmetric polynomial loss (APL)"
+    name = str(loss.get("loss", loss.get("name", ""))).lower()
+    log_end = loss.get("log_end")
+    conservative = name == "cel" or (name != "el" and isinstance(log_end, (int, float)) and log_end < 1)
+    return "conservative encouraging loss (CEL)" if conservative else "encouraging loss (EL)"
+
+
+def render_model_card(
+    task: str,
+    *,
+    model_name: str,
+    base_model: str | None,
+    dataset: dict[str, Any],
+    loss: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+    template_dir: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the translation or classification card: YAML metadata with `model-index` plus Markdown body."""
+    task = _ALIASES.get(task, task)
+    if task not in _TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
+    if not dataset or not dataset.get("id"):
+        raise ValueError("dataset must be a dict with at least an 'id' (Hub id or local path)")
+    spec = _TASKS[task]
+    extra = _public(extra)
+    loss = _public(loss)
+    hparams = _public(hyperparameters)
+    values = _clean_metrics(metrics)
+    ds = {k: dataset.get(k) for k in ("id", "name", "config", "train_split", "split", "revision")}
+    ds["name"] = ds["name"] or ds["id"]
+    is_method = _is_method(task, loss)
+
+    eval_results = [
+        EvalResult(
+            task_type=spec["task_type"],
+            task_name=spec["task_name"],
+            dataset_type=ds["id"],
+            dataset_name=ds["name"],
+            dataset_config=ds["config"],
+            dataset_split=ds["split"],
+            dataset_revision=ds["revision"],
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_args=metric_args,
+            metric_value=values[key],
+        )
+        for key, metric_type, metric_name, metric_args in spec["index"]
+        if key in values
+    ]
+    if task == "translation":
+        languages = [dataset.get("source_lang"), dataset.get("target_lang")]
+    else:
+        languages = [dataset.get("language")]
+    languages = _as_list(extra.get("language")) or [lang for lang in dict.fromkeys(languages) if lang]
+    tags = spec["tags"] + ([spec["method_tag"]] if is_method else []) + _as_list(extra.get("tags"))
+    card_data = ModelCardData(
+        language=languages or None,
+        license=extra.get("license"),
+        library_name="transformers",
+        pipeline_tag=spec["task_type"],
+        tags=list(dict.fromkeys(tags)),
+        datasets=[ds["id"]] if _is_hub_id(ds["id"]) else None,
+        base_model=base_model if _is_hub_id(base_model) else None,
+        metrics=spec["metric_ids"],
+        eval_results=eval_results or None,
+        model_name=model_name if eval_results else None,
+    )
+
+    threshold = extra.get("threshold", hparams.get("threshold"))
+    source_lang = dataset.get("source_lang")
+    generate_kwargs = {
+        "num_beams": hparams.get("generation_num_beams"),
+        "max_new_tokens": hparams.get("generation_max_length"),
+    }
+    template_kwargs = {
+        "model_name": model_name,
+        "model_id": extra.get("model_id", model_name),
+        "base_model": base_model,
+        "base_model_is_hub": _is_hub_id(base_model),
+        "dataset": ds,
+        "dataset_is_hub": _is_hub_id(ds["id"]),
+        "dataset_rows": [
+            (label, ds[key])
+            for key, label in (
+                ("id", "Dataset"),
+                ("config", "Config"),
+                ("train_split", "Training split"),
+                ("split", "Evaluation split"),
+                ("revision", "Revision"),
+            )
+            if ds[key]
+        ],
+        "source_lang": source_lang,
+        "target_lang": dataset.get("target_lang"),
+        "label_names": list(extra.get("label_names") or dataset.get("label_names") or []),
+        "loss_name": loss.get("loss", loss.get("name", "apl" if task == "classification" else "cel")),
+        "is_method": is_method,
+        "method_label": _method_label(task, loss),
+        "loss_settings": loss,
+        "loss_rows": _rows(loss, spec["loss_keys"]),
+        "hyperparameter_rows": _rows(hparams),
+        "result_rows": [
+            (label, format(values[key], fmt)) for key, label, fmt in spec["rows"] if key in values
+        ],
+        "evaluated": bool(eval_results),
+        "bleu_signature": values.get("bleu_signature"),
+        "chrf_signature": values.get("chrf_signature"),
+        "threshold": threshold,
+        "threshold_tuned": bool(extra.get("threshold_tuned", False)),
+        "threshold_split": extra.get("threshold_split"),
+        "generate_kwargs": "".join(f", {k}={v}" for k, v in generate_kwargs.items() if v is not None),
+        "example_input": extra.get(
+            "example_input", _EXAMPLE_INPUT.get(str(source_lang), "A short example text.")
+        ),
+        "versions": _versions(spec["packages"]),
+        "notes": extra.get("notes"),
+    }
+    path = _find_template(spec["template"], template_dir)
+    card = ModelCard.from_template(card_data, template_path=str(path), **template_kwargs)
+    card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"
+    return card
+
+
+def write_model_card(card: ModelCard | str, output_dir: str | os.PathLike) -> Path:
+    """Write `output_dir/README.md` atomically (temporary file in the same directory, then `os.replace`)."""
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "README.md"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".README.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(str(card))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target

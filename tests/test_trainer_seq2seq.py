@@ -1,0 +1,106 @@
+"""EncouragingSeq2SeqTrainer: exact token-mean updates under accumulation, ce parity, logging, config checks."""
+
+import pytest
+import torch
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, encouraging_loss
+from tests.helpers.tiny import one_step_args, seq2seq_dataset, tiny_marian, tiny_tokenizer
+
+LOSS = dict(loss="cel", log_end=0.5, bonus_weight=1.0, label_smoothing_factor=0.1)
+
+
+def params_after_step(trainer) -> dict[str, torch.Tensor]:
+    trainer.train()
+    return {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+
+
+def exact_reference_step(dataset, **loss) -> dict[str, torch.Tensor]:
+    """theta - lr * grad of the exact token mean over all examples, computed by hand."""
+    model, tokenizer = tiny_marian(), tiny_tokenizer()
+    batch = DataCollatorForSeq2Seq(tokenizer, model=model)(list(dataset))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=batch["decoder_input_ids"]).logits
+    log_end = loss["log_end"] if loss["loss"] == "cel" else 1.0
+    rho = 0.0 if loss["loss"] == "ce" else loss["bonus_weight"]
+    value = encouraging_loss(logits, batch["labels"], log_end=log_end, bonus_weight=rho,
+                             label_smoothing=loss["label_smoothing_factor"])
+    value.backward()
+    return {k: (v - 1.0 * v.grad if v.grad is not None else v).detach() for k, v in model.named_parameters()}
+
+
+def make_trainer(tmp_path, batch_size, accumulation, dataset, **loss):
+    model, tokenizer = tiny_marian(), tiny_tokenizer()
+    args = EncouragingSeq2SeqConfig(**one_step_args(str(tmp_path), per_device_train_batch_size=batch_size,
+                                                    gradient_accumulation_steps=accumulation), **loss)
+    return EncouragingSeq2SeqTrainer(model=model, args=args, train_dataset=dataset,
+                                     data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+
+
+@pytest.mark.parametrize("batch_size,accumulation", [(8, 1), (4, 2), (2, 4)])
+def test_one_step_equals_exact_token_mean(tmp_path, batch_size, accumulation):
+    dataset = seq2seq_dataset(8)
+    expected = exact_reference_step(dataset, **LOSS)
+    got = params_after_step(make_trainer(tmp_path, batch_size, accumulation, dataset, **LOSS))
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=2e-6, rtol=1e-5, msg=name)
+
+
+def test_naive_per_batch_mean_would_differ(tmp_path):
+    """Sanity check of the test itself: the examples' token counts differ, so a per-micro-batch mean is wrong."""
+    dataset = seq2seq_dataset(8)
+    lengths = [len(x) for x in dataset["labels"]]
+    assert sum(lengths[:4]) != sum(lengths[4:])
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_ce_matches_stock_seq2seq_trainer(tmp_path, eps):
+    dataset = seq2seq_dataset(8)
+    ours = params_after_step(make_trainer(tmp_path / "ours", 8, 1, dataset, loss="ce", label_smoothing_factor=eps))
+    model, tokenizer = tiny_marian(), tiny_tokenizer()
+    stock_args = Seq2SeqTrainingArguments(**one_step_args(str(tmp_path / "stock"), per_device_train_batch_size=8,
+                                                          label_smoothing_factor=eps))
+    stock = Seq2SeqTrainer(model=model, args=stock_args, train_dataset=dataset,
+                           data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    theirs = params_after_step(stock)
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, atol=2e-6, rtol=1e-5, msg=name)
+
+
+def test_logs_nll_and_bonus_beside_loss(tmp_path):
+    trainer = make_trainer(tmp_path, 4, 2, seq2seq_dataset(8), **LOSS)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h][0]
+    assert {"nll_loss", "bonus"} <= logged.keys()
+    assert logged["nll_loss"] > 0 and logged["bonus"] < 0
+
+
+def test_evaluation_reports_exact_token_means(tmp_path):
+    dataset = seq2seq_dataset(8)
+    trainer = make_trainer(tmp_path, 4, 1, dataset, **LOSS)
+    trainer.args.per_device_eval_batch_size = 3  # uneven batches: a mean of batch means would be off
+    metrics = trainer.evaluate(eval_dataset=dataset)
+    model, tokenizer = tiny_marian(), tiny_tokenizer()
+    batch = DataCollatorForSeq2Seq(tokenizer, model=model)(list(dataset))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"]).logits
+    expected = encouraging_loss(logits, batch["labels"], log_end=0.5, label_smoothing=0.1)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"])
+    assert metrics["eval_loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert metrics["eval_nll_loss"] == pytest.approx(float(nll), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [({"loss": "xl"}, "--loss"), ({"log_end": 0.0}, "--log_end"), ({"log_end": 1.5}, "--log_end"),
+     ({"bonus_weight": -1.0}, "--bonus_weight"), ({"label_smoothing_factor": 1.0}, "--label_smoothing_factor")],
+)
+def test_config_rejects_invalid_values(tmp_path, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        EncouragingSeq2SeqConfig(output_dir=str(tmp_path), **overrides)
+
+
+def test_config_resolves_el_to_full_bonus(tmp_path):
+    assert EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="el", log_end=0.5).effective_log_end == 1.0
+    assert EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="ce").effective_bonus_weight == 0.0
