@@ -53,7 +53,7 @@ class LossTrainerMixin:
             dataset=info.get("dataset", {}),
             loss=self.args.loss_settings(),
             hyperparameters=training_hyperparameters(self.args),
-            metrics={**self.last_eval_metrics, **info.get("metrics", {})},
+            metrics=info.get("metrics") or self.last_eval_metrics,
             extra=info.get("extra"),
         )
 

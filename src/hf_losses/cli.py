@@ -1,0 +1,195 @@
+"""What both training scripts share: argument parsing, one-line errors, launch checks, resume, and the final save.
+
+Set ``HF_LOSSES_DEBUG=1`` to see full tracebacks instead of one-line error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import transformers
+from transformers import HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+from .data import DataError
+
+logger = logging.getLogger("hf_losses")
+
+DEBUG_ENV = "HF_LOSSES_DEBUG"
+
+
+class UsageError(ValueError):
+    """A bad command line or environment, reported as one line."""
+
+
+@dataclass
+class RunArguments:
+    """Run-level switches shared by the scripts."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start from scratch even if output_dir holds checkpoints (otherwise training resumes)."},
+    )
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Parse CLI flags into the dataclasses; a single .yaml/.yml/.json argument is read as a config file."""
+    parser = HfArgumentParser(dataclass_types)
+
+    def one_line_error(message: str):
+        raise UsageError(message)
+
+    parser.error = one_line_error
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise UsageError(f"config file {path} does not exist")
+        if path.suffix == ".json":
+            return parser.parse_dict(json.loads(path.read_text()))
+        return parser.parse_yaml_file(path)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run `main`; user errors become one line on stderr and exit code 2 (tracebacks with HF_LOSSES_DEBUG=1)."""
+    prog = Path(sys.argv[0]).name
+    try:
+        main()
+    except (UsageError, DataError, ValueError, FileNotFoundError, NonFiniteLossError) as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def setup_logging(training_args) -> None:
+    """Log like transformers' examples: info on the main process, warnings elsewhere."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def check_launch(training_args) -> None:
+    """Refuse a run whose environment announces several processes that are not actually joined."""
+    announced = int(os.environ.get("WORLD_SIZE", "1"))
+    if announced > 1 and training_args.world_size != announced:
+        raise UsageError(
+            f"WORLD_SIZE={announced} in the environment but this process is not part of a {announced}-process "
+            f"group (it sees world_size={training_args.world_size}); launch with "
+            "`accelerate launch --multi_gpu --num_processes N ...` (add --use_cpu without GPUs) or unset WORLD_SIZE"
+        )
+
+
+def resume_checkpoint(training_args, run_args: RunArguments) -> str | None:
+    """The checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir (unless overwriting)."""
+    if training_args.resume_from_checkpoint is not None:
+        if not Path(training_args.resume_from_checkpoint).is_dir():
+            raise UsageError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a directory")
+        return training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if not training_args.do_train or run_args.overwrite_output_dir or not output_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(output_dir))
+    if last is not None:
+        logger.info("Resuming from %s (pass --overwrite_output_dir to start from scratch).", last)
+    return last
+
+
+def save_split_metrics(trainer, split: str, metrics: dict, num_samples: int) -> None:
+    """Log and save metrics of one split (`{split}_results.json`, merged into all_results.json)."""
+    metrics[f"{split}_samples"] = num_samples
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+
+
+def with_defaults(argv: list[str], defaults: list[str], *, triggers: tuple[str, ...]) -> list[str]:
+    """Prepend a demo's default flags unless a trigger flag (data or model) or a config file is given.
+
+    Later flags win in argparse, so anything the user passes overrides the defaults.
+    """
+    given = {a.split("=", 1)[0] for a in argv}
+    config_file = len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json"))
+    if config_file or given & set(triggers):
+        return argv
+    return [*defaults, *argv]
+
+
+def check_hub_access(training_args) -> None:
+    """With --push_to_hub, fail before training unless the Hub is reachable and the token can write the repo."""
+    if not training_args.push_to_hub:
+        return
+    from huggingface_hub import HfApi, constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it or drop --push_to_hub")
+    token = training_args.hub_token or get_token()
+    if not token:
+        raise UsageError("--push_to_hub needs a Hub token: run `hf auth login`, set HF_TOKEN or pass --hub_token")
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    api = HfApi(token=token)
+    try:
+        user = api.whoami()["name"]
+        if "/" not in repo_id:
+            repo_id = f"{user}/{repo_id}"
+        api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
+    except Exception as err:  # network errors, 401/403 from the Hub: all mean "cannot push"
+        reason = " ".join(str(err).split())[:200]
+        raise UsageError(f"--push_to_hub: cannot write to Hub repo {repo_id} ({type(err).__name__}: {reason})") from err
+
+
+def select_samples(splits, training_args, **limits: int | None):
+    """Keep the splits the run needs, each truncated to its --max_*_samples limit."""
+    needed = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    for split, wanted in needed.items():
+        if wanted and split not in splits:
+            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
+            raise UsageError(f"{flag} needs a {split} split; the data has: {', '.join(splits) or 'none'}")
+    kept = {}
+    for split, wanted in needed.items():
+        if wanted:
+            limit = limits.get(split)
+            data = splits[split]
+            kept[split] = data.select(range(min(limit, len(data)))) if limit is not None else data
+    return datasets.DatasetDict(kept)
+
+
+def write_lines(path: Path, lines: list[str], training_args) -> None:
+    """Write one line per item atomically (main process only)."""
+    if not training_args.should_save:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def finish_run(trainer, training_args) -> None:
+    """Write the final model card; push to the Hub if asked, keeping everything in output_dir if that fails."""
+    trainer.create_model_card()
+    if not training_args.push_to_hub:
+        return
+    try:
+        trainer.push_to_hub(commit_message="End of training")
+    except Exception as err:
+        repo = training_args.hub_model_id or Path(training_args.output_dir).name
+        raise UsageError(
+            f"training finished but the push to {repo} failed ({type(err).__name__}: {err}); the model, tokenizer "
+            f"and card are complete in {training_args.output_dir}: upload them later with "
+            f"`hf upload {repo} {training_args.output_dir}`"
+        ) from err
