@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import DataError
+from .trainers.common import NonFiniteLossError
 
 logger = logging.getLogger("hf_losses")
 
@@ -69,10 +70,6 @@ def run_cli(main: Callable[[], None]) -> None:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
 
 
 def setup_logging(training_args) -> None:

@@ -19,6 +19,10 @@ from torch import nn
 from ..cards import render_model_card, write_model_card
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
 class LossTrainerMixin:
     """Mixin for a transformers ``Trainer`` subclass that computes its own summed loss.
 
@@ -101,6 +105,24 @@ class LossTrainerMixin:
         if self.accelerator.num_processes > 1:
             count = self.accelerator.reduce(count, reduction="sum")
         return batches, count
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        """The stock step, stopped (on every process) as soon as any process's loss is NaN or infinite.
+
+        The check costs one host sync per micro-batch; it runs before the optimiser step, so no update
+        and no checkpoint ever contains the bad step.
+        """
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        bad = (~torch.isfinite(loss)).float()
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}); "
+                "stopped before the optimizer update, so no checkpoint holds it: lower the learning rate, "
+                "use --log_end < 1 (cel), or check the data"
+            )
+        return loss
 
     def compute_loss(
         self,
