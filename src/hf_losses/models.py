@@ -55,6 +55,8 @@ def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
     elif Path(model_config).exists():
         config = AutoConfig.from_pretrained(model_config)
         config.update({"vocab_size": len(tokenizer), **special})
+        if getattr(config, "decoder_vocab_size", None) is not None:  # Marian: the loss reshapes logits by it
+            config.decoder_vocab_size = len(tokenizer)
     else:
         raise ValueError(
             f"--model_config must be one of {', '.join(SEQ2SEQ_PRESETS)} or a path to a config.json; got {model_config!r}"

@@ -57,6 +57,19 @@ def _bonus_and_ratio(log_p: torch.Tensor, log_q: torch.Tensor, le: float) -> tup
     return bonus, log_ratio
 
 
+def _masked(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Zero the entries of ignored rows (whose logits may hold anything, even values that overflow)."""
+    return torch.where(valid, values, 0.0)
+
+
+class _Top(NamedTuple):
+    """The largest non-target class of each row, whose 1 - p may be too small to form as 1 - p."""
+
+    col: torch.Tensor
+    log_p: torch.Tensor
+    log_q: torch.Tensor
+
+
 def _forward_chunk(
     z: torch.Tensor,
     y: torch.Tensor,
@@ -73,9 +86,21 @@ def _forward_chunk(
     z_y = x.gather(1, col).squeeze(1)
     mean_z = x.mean(1) if s.eps > 0 else None
     x.scatter_(1, col, -math.inf)
-    m = x.amax(1)  # max over the non-target logits
-    x.sub_(m.unsqueeze(1)).exp_()  # e_j = exp(z_j - m), 0 at the target
-    sum_e = x.sum(1)
+    # Only one non-target class can have p > 1/2; with smoothing and LE > 1/2 its bonus is formed exactly.
+    exact_top = s.eps > 0 and s.log_end > 0.5
+    if exact_top:
+        m, top_col = x.max(1, keepdim=True)
+        m = m.squeeze(1)
+    else:
+        m = x.amax(1)  # max over the non-target logits
+    x.sub_(m.unsqueeze(1)).exp_()  # e_j = exp(z_j - m), 0 at the target (and 1 at the top class)
+    if exact_top:
+        x.scatter_(1, top_col, 0.0)
+        sum_others = x.sum(1)
+        x.scatter_(1, top_col, 1.0)
+        sum_e = sum_others + 1.0
+    else:
+        sum_e = x.sum(1)
     lse_rest = m + sum_e.log()  # logsumexp over non-target logits
     lse = torch.logaddexp(lse_rest, z_y)
     log_p = z_y - lse  # log p_y
@@ -84,56 +109,77 @@ def _forward_chunk(
     bonus_y, log_ratio_y = _bonus_and_ratio(log_p, log_q, s.log_end)
     loss = nll + s.rho * bonus_y
     log_scale = m - lse  # p_j = e_j * exp(log_scale)
+    top = None
+    if exact_top:
+        top = _Top(top_col, log_scale, torch.logaddexp(z_y, m + sum_others.log()) - lse)
 
     if s.eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        # w <- -t_j with t_j = min(p_j, LE) over the non-target classes; a non-target p_j that rounds
-        # to 1 is kept just below it so that log(1 - t_j) and 1 / (1 - t_j) stay finite.
+        # w <- -t_j with t_j = min(p_j, LE) over the non-target classes (the top class is added exactly).
         torch.mul(x, -log_scale.exp().unsqueeze(1), out=w)
-        w.clamp_(min=-min(s.log_end, 1.0 - torch.finfo(w.dtype).eps / 2))
-        if s.log_end < 1.0:
-            excess = sum_e * log_scale.exp() + w.sum(1)  # sum_j (p_j - t_j)
-            tangent_part = excess / (1.0 - s.log_end)
-        else:
-            tangent_part = 0.0
+        if top is not None:
+            w.scatter_(1, top.col, 0.0)
+        w.clamp_(min=-s.log_end)
         torch.log1p(w, out=v)
-        bonus_rest = v.sum(1) - tangent_part  # sum over j != y of b(p_j)
+        bonus_rest = v.sum(1)
+        if s.log_end < 1.0:
+            # sum_j (p_j - t_j) over the non-target classes other than the top one (whose w is 0).
+            excess = (sum_e if top is None else sum_others) * log_scale.exp() + w.sum(1)
+            bonus_rest = bonus_rest - excess / (1.0 - s.log_end)
+        if top is not None:
+            bonus_rest = bonus_rest + _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[0]
         smooth = (lse - mean_z) + s.rho * (bonus_rest + bonus_y) / vocab
         loss = (1.0 - s.eps) * loss + s.eps * smooth
 
-    loss = loss * valid
+    loss = _masked(loss, valid)
     if grad is not None:
-        _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, vocab)
-    return loss, nll * valid, bonus_y * valid
+        _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, top)
+    return loss, _masked(nll, valid), _masked(bonus_y, valid)
 
 
-def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, vocab):
-    """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale)."""
-    n = x.shape[0]
-    col = y.unsqueeze(1)
+def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, top):
+    """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale).
+
+    Products of a huge ratio r = p / (1 - t) with a tiny probability are formed in log space.
+    """
+    n, vocab = x.shape
     eps, rho, k = s.eps, s.rho, s.eps / vocab
-    p_y, q_y = log_p.exp(), log_q.exp()  # q_y = 1 - p_y without cancellation
-    ratio_y = log_ratio_y.exp()  # r_y = p_y / (1 - t_y) = -c_y
-    # (1 - eps) g_y p_k = (1 - eps) (1 + rho r_y) p_k; r_y p_k is formed in log space (r_y may overflow).
-    coef = (1.0 - eps) * (log_scale.exp() + rho * (log_ratio_y + log_scale).exp())
-    # Target entry: a p_y - (1 - eps) g_y = -(1 - eps)(q_y + rho r_y q_y) + eps (1 + rho R / V) p_y.
-    grad_y = -(1.0 - eps) * (q_y + rho * (log_ratio_y + log_q).exp()) - k * (rho * ratio_y + 1.0)
+    scale = log_scale.exp()
+    ry_scale = (log_ratio_y + log_scale).exp()  # r_y p_k / e_k
+    ry_q = (log_ratio_y + log_q).exp()  # r_y (1 - p_y)
+    coef = (1.0 - eps) * (scale + rho * ry_scale)  # (1 - eps) g_y p_k / e_k
+    grad_y = -(1.0 - eps) * (log_q.exp() + rho * ry_q)  # (1 - eps) g_y (p_y - 1)
     if eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
         # w holds -t_j; turn it into 1 / (1 - t_j), then v = e_j / (1 - t_j).
         w.add_(1.0).reciprocal_()
         torch.mul(x, w, out=v)
-        ratio_rest = v.sum(1) * log_scale.exp()  # sum over j != y of p_j / (1 - t_j)
-        big_r = ratio_rest + ratio_y
-        smooth_a = eps * (1.0 + rho * big_r / vocab)
-        coef = coef + smooth_a * log_scale.exp()
-        grad_y = grad_y + smooth_a * p_y
-        # grad_k = e_k coef - (eps rho / V) p_k / (1 - t_k) - eps / V for every non-target k.
-        v.mul_((-k * rho * log_scale.exp() * valid).unsqueeze(1)).sub_((k * valid).unsqueeze(1))
-        torch.addcmul(v, x, (coef * valid).unsqueeze(1), out=grad)
+        if top is not None:
+            v.scatter_(1, top.col, 0.0)
+        # R = sum_j p_j / (1 - t_j) = rest + r_top + r_y; r_top and r_y may be huge, so each product of
+        # them with a probability is formed in log space.
+        rest = v.sum(1) * scale
+        p_y = log_p.exp()
+        coef = coef + eps * scale + k * rho * (rest * scale + ry_scale)
+        grad_y = grad_y - k * rho * ry_q - k + eps * p_y + k * rho * rest * p_y
+        if top is not None:
+            log_ratio_top = _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[1]
+            coef = coef + k * rho * (log_ratio_top + log_scale).exp()
+            grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
+        # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
+        v.mul_(_masked(-k * rho * scale, valid).unsqueeze(1)).sub_(_masked(torch.full_like(scale, k), valid).unsqueeze(1))
+        torch.addcmul(v, x, _masked(coef, valid).unsqueeze(1), out=grad)
+        if top is not None:
+            # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
+            p_top = top.log_p.exp()
+            grad_top = (
+                (1.0 - eps) * (p_top + rho * ry_scale) + eps * p_top + k * rho * (rest * p_top + ry_scale)
+                - k * rho * (log_ratio_top + top.log_q).exp() - k
+            )
+            grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
     else:
-        torch.mul(x, (coef * valid).unsqueeze(1), out=grad)
-    grad.scatter_(1, col, (grad_y * valid).unsqueeze(1).to(grad.dtype))
+        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
+    grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
 
 
 class _FusedEncouragingLoss(torch.autograd.Function):
@@ -149,7 +195,6 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
         valid = target != ignore_index
         safe_target = torch.where(valid, target, 0)
-        valid = valid.to(dtype)
         outputs = [torch.empty(n, dtype=dtype, device=logits.device) for _ in range(3)]
         for start in range(0, n, rows):
             sl = slice(start, start + rows)

@@ -65,7 +65,8 @@ def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
     """Loss p_m^g- [-log(1-p_m) + b1 p_m] with p_m = max(p - clip, 0), and its derivative in x."""
     if s.clip > 0:
         shifted = (p - s.clip).clamp_(min=0.0)
-        log_one_minus = torch.log1p(-shifted)  # 1 - p_m >= clip, so this is safe
+        one_minus = (q + s.clip).clamp_(max=1.0)  # 1 - p_m from q = 1 - p: exact even when p rounds to 1
+        log_one_minus = one_minus.log()
         log_shifted = None
     else:
         shifted, log_one_minus, log_shifted = p, log_q, log_p
@@ -77,7 +78,7 @@ def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
     pq = p * q
     if s.clip > 0:
         d_shift = torch.where(p > s.clip, pq, 0.0)  # d p_m / dx
-        grad = weight * d_shift * (1.0 / (1.0 - shifted) + s.beta1)
+        grad = weight * d_shift * (1.0 / one_minus + s.beta1)
     else:
         d_shift = pq
         grad = weight * (p + s.beta1 * pq)  # d/dx [-log(1-p)] = p, exact for any x
@@ -95,7 +96,7 @@ def _apl_chunk(x: torch.Tensor, positive: torch.Tensor, s: _Settings, grad_out: 
     pos_loss, pos_grad = _positive(log_p, p, q, log_q, s, need_grad)
     neg_loss, neg_grad = _negative(log_p, p, q, log_q, s, need_grad)
     if need_grad:
-        torch.where(positive, pos_grad, neg_grad, out=grad_out)
+        grad_out.copy_(torch.where(positive, pos_grad, neg_grad))
     return torch.where(positive, pos_loss, neg_loss)
 
 

@@ -23,6 +23,23 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class OmitSecretsWhenPickled:
+    """Mixin for ``TrainingArguments`` subclasses: a pickled copy carries no Hub token.
+
+    ``Trainer`` writes ``torch.save(self.args)`` (training_args.bin) into output_dir and every checkpoint,
+    and the output folder is what gets pushed to the Hub; the stock object would store ``--hub_token`` in
+    clear there. Every ``*_token`` field is pickled as None (``to_dict`` already masks the same fields);
+    the live object keeps its token for pushing.
+    """
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in state:
+            if key.endswith("_token"):
+                state[key] = None
+        return state
+
+
 class LossTrainerMixin:
     """Mixin for a transformers ``Trainer`` subclass that computes its own summed loss.
 

@@ -11,7 +11,7 @@ from transformers import Trainer, TrainingArguments
 from ..losses import asymmetric_polynomial_loss
 from ..losses._common import check_non_negative, check_range
 from ..metrics import MultiLabelMetrics, sigmoid, tune_threshold
-from .common import LossTrainerMixin
+from .common import LossTrainerMixin, OmitSecretsWhenPickled
 
 LOSS_KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
 
@@ -26,7 +26,7 @@ PRESETS: dict[str, dict[str, float | bool]] = {
 
 
 @dataclass
-class MultiLabelConfig(TrainingArguments):
+class MultiLabelConfig(OmitSecretsWhenPickled, TrainingArguments):
     """TrainingArguments plus the multi-label loss: a preset (``loss``) whose knobs any flag you set overrides.
 
     After construction every knob holds its resolved value, so checkpoints and cards record what ran.

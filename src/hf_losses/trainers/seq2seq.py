@@ -9,13 +9,13 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from ..losses import encouraging_loss_with_stats
 from ..losses._common import check_non_negative, check_range
-from .common import LossTrainerMixin
+from .common import LossTrainerMixin, OmitSecretsWhenPickled
 
 SEQ2SEQ_LOSSES = ("ce", "el", "cel")
 
 
 @dataclass
-class EncouragingSeq2SeqConfig(Seq2SeqTrainingArguments):
+class EncouragingSeq2SeqConfig(OmitSecretsWhenPickled, Seq2SeqTrainingArguments):
     """Seq2SeqTrainingArguments plus the encouraging-loss settings (exposed as CLI flags by HfArgumentParser).
 
     ``label_smoothing_factor`` smooths the NLL and the bonus alike, as in the paper's translation criterion.
