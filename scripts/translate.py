@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
 from hf_losses.cli import (
@@ -56,6 +56,7 @@ DEMO_DEFAULTS = [
     "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "100", "--label_smoothing_factor", "0.1",
     "--weight_decay", "0.0001", "--logging_steps", "25", "--eval_strategy", "no", "--save_strategy", "no",
     "--generation_num_beams", "1", "--generation_max_length", "48", "--report_to", "none", "--seed", "0",
+    "--dataloader_pin_memory", "False",
 ]
 
 
@@ -128,6 +129,7 @@ def main() -> None:
     check_launch(args)
     check_hub_access(args)
     resume = resume_checkpoint(args, run_args)
+    set_seed(args.seed)  # before the model is built: --seed fixes its initialisation too
 
     demo = data_args.uses_demo_corpus()
     if demo:
@@ -162,7 +164,8 @@ def main() -> None:
 
     metrics = Seq2SeqMetrics(tokenizer)
     dataset_info = {
-        "id": DEMO_DATASET if demo else (data_args.dataset_name or Path(data_args.train_file or "").name),
+        "id": DEMO_DATASET if demo else (data_args.dataset_name or data_args.train_file or data_args.validation_file
+                                          or data_args.test_file),
         "config": data_args.dataset_config_name, "revision": data_args.dataset_revision,
         "train_split": "train", "split": "test" if "test" in tokenized else "validation",
         "source_lang": data_args.source_lang, "target_lang": data_args.target_lang,
