@@ -115,19 +115,15 @@ def _forward_chunk(
 
     if s.eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        # w <- -t_j with t_j = min(p_j, LE) over the non-target classes (the top class is added exactly).
-        torch.mul(x, -log_scale.exp().unsqueeze(1), out=w)
+        torch.mul(x, -log_scale.exp().unsqueeze(1), out=w)  # w = -p_j over the non-target classes
         if top is not None:
+            # Every class but the top one has p <= 1/2 < LE: its bonus is log(1 - p), no tangent part.
             w.scatter_(1, top.col, 0.0)
-        w.clamp_(min=-s.log_end)
-        torch.log1p(w, out=v)
-        bonus_rest = v.sum(1)
-        if s.log_end < 1.0:
-            # sum_j (p_j - t_j) over the non-target classes other than the top one (whose w is 0).
-            excess = (sum_e if top is None else sum_others) * log_scale.exp() + w.sum(1)
-            bonus_rest = bonus_rest - excess / (1.0 - s.log_end)
-        if top is not None:
-            bonus_rest = bonus_rest + _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[0]
+            bonus_rest = torch.log1p(w, out=v).sum(1) + _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[0]
+        else:
+            w.clamp_(min=-s.log_end)  # w = -t_j, t_j = min(p_j, LE)
+            excess = sum_e * log_scale.exp() + w.sum(1)  # sum_j (p_j - t_j)
+            bonus_rest = torch.log1p(w, out=v).sum(1) - excess / (1.0 - s.log_end)
         smooth = (lse - mean_z) + s.rho * (bonus_rest + bonus_y) / vocab
         loss = (1.0 - s.eps) * loss + s.eps * smooth
 
@@ -151,9 +147,7 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
     grad_y = -(1.0 - eps) * (log_q.exp() + rho * ry_q)  # (1 - eps) g_y (p_y - 1)
     if eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        # w holds -t_j; turn it into 1 / (1 - t_j), then v = e_j / (1 - t_j).
-        w.add_(1.0).reciprocal_()
-        torch.mul(x, w, out=v)
+        torch.div(x, w.add_(1.0), out=v)  # w held -t_j: v = e_j / (1 - t_j)
         if top is not None:
             v.scatter_(1, top.col, 0.0)
         # R = sum_j p_j / (1 - t_j) = rest + r_top + r_y; r_top and r_y may be huge, so each product of
@@ -167,8 +161,8 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
             coef = coef + k * rho * (log_ratio_top + log_scale).exp()
             grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
         # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
-        v.mul_(_masked(-k * rho * scale, valid).unsqueeze(1)).sub_(_masked(torch.full_like(scale, k), valid).unsqueeze(1))
-        torch.addcmul(v, x, _masked(coef, valid).unsqueeze(1), out=grad)
+        torch.addcmul(_masked(torch.full_like(scale, -k), valid).unsqueeze(1), x, _masked(coef, valid).unsqueeze(1), out=grad)
+        grad.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
         if top is not None:
             # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
             p_top = top.log_p.exp()
