@@ -69,19 +69,22 @@ def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
         log_one_minus = one_minus.log()
         log_shifted = None
     else:
-        shifted, log_one_minus, log_shifted = p, log_q, log_p
+        shifted, one_minus, log_one_minus, log_shifted = p, q, log_q, log_p
     weight = _power(shifted, log_shifted, s.gamma_neg)
-    poly = s.beta1 * shifted - log_one_minus
-    loss = weight * poly
+    poly = -log_one_minus if s.beta1 == 0 else s.beta1 * shifted - log_one_minus
+    loss = poly * weight
     if not need_grad:
         return loss, None
     pq = p * q
     if s.clip > 0:
-        d_shift = torch.where(p > s.clip, pq, 0.0)  # d p_m / dx
-        grad = weight * d_shift * (1.0 / one_minus + s.beta1)
+        # d p_m / dx = p q above the clip and 0 below it, where a positive gamma_neg already zeroes the weight.
+        d_shift = pq if s.gamma_neg > 0 else torch.where(p > s.clip, pq, 0.0)
+        slope = one_minus.reciprocal_() if s.beta1 == 0 else one_minus.reciprocal_().add_(s.beta1)
+        grad = d_shift * slope
     else:
         d_shift = pq
-        grad = weight * (p + s.beta1 * pq)  # d/dx [-log(1-p)] = p, exact for any x
+        grad = p if s.beta1 == 0 else p + s.beta1 * pq  # d/dx [-log(1-p)] = p, exact for any x
+    grad = grad * weight
     if not s.detach and s.gamma_neg != 0:
         d_weight = s.gamma_neg * torch.where(shifted > 0, shifted.pow(s.gamma_neg - 1.0), 0.0) * d_shift
         grad = grad + d_weight * poly
@@ -93,11 +96,19 @@ def _apl_chunk(x: torch.Tensor, positive: torch.Tensor, s: _Settings, grad_out: 
     need_grad = grad_out is not None
     log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
     p, q = log_p.exp(), log_q.exp()
-    pos_loss, pos_grad = _positive(log_p, p, q, log_q, s, need_grad)
-    neg_loss, neg_grad = _negative(log_p, p, q, log_q, s, need_grad)
+    loss, grad = _negative(log_p, p, q, log_q, s, need_grad)
+    if x.is_cuda:  # no host sync: evaluate the positive branch everywhere and select
+        pos_loss, pos_grad = _positive(log_p, p, q, log_q, s, need_grad)
+        loss = torch.where(positive, pos_loss, loss)
+        grad = torch.where(positive, pos_grad, grad) if need_grad else None
+    else:  # positives are few: evaluate their branch only where it applies
+        idx = positive.nonzero().squeeze(1)
+        pos_loss, pos_grad = _positive(log_p[idx], p[idx], q[idx], log_q[idx], s, need_grad)
+        loss = loss.index_copy_(0, idx, pos_loss)
+        grad = grad.index_copy_(0, idx, pos_grad) if need_grad else None
     if need_grad:
-        grad_out.copy_(torch.where(positive, pos_grad, neg_grad))
-    return torch.where(positive, pos_loss, neg_loss)
+        grad_out.copy_(grad)
+    return loss
 
 
 class _FusedAsymmetricPolynomialLoss(torch.autograd.Function):
