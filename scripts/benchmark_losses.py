@@ -71,7 +71,7 @@ def el_cases(shape, dtype) -> list[Case]:
         for le in (0.5, 1.0):
             name = f"hf_losses {'cel LE=0.5' if le < 1 else 'el LE=1'}"
             cases.append(Case(group, name, shape, dtype,
-                              lambda z, y, e=eps, l=le: encouraging_loss(z, y, log_end=l, label_smoothing=e), "classes"))
+                              lambda z, y, e=eps, end=le: encouraging_loss(z, y, log_end=end, label_smoothing=e), "classes"))
         cases.append(Case(group, "plain formula (LE=0.5)", shape, dtype,
                           lambda z, y, e=eps: plain_encouraging(z, y, log_end=0.5, label_smoothing=e), "classes"))
     return cases

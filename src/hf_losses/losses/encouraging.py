@@ -7,7 +7,10 @@ The fused implementation walks the rows in cache-sized chunks and, in the same p
 loss, writes the closed-form gradient (SPEC section 1) into one buffer kept for backward. Differences
 from the authors' code: ``log(1 - p_y)`` is computed as ``logsumexp(non-target logits) - logsumexp(all)``,
 exact even when ``p_y`` rounds to 1, where the authors clamp ``1 - p`` at 1e-5 (which zeroes the bonus
-gradient beyond that point); a non-target ``p_j`` that rounds to 1 is kept one ulp below 1.
+gradient beyond that point). The one non-target class that may have ``p_j > 1/2`` gets the same exact
+treatment when smoothing is on. One approximation remains: when a wrong class leads every other logit by more
+than the dtype's exponent range (about 88 in float32) with LE = 1 and smoothing, the ``eps * rho / V``-sized
+smoothing-bonus gradient on the remaining classes underflows to 0; values and all other terms stay exact.
 """
 
 from __future__ import annotations
@@ -158,7 +161,11 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
         grad_y = grad_y - k * rho * ry_q - k + eps * p_y + k * rho * rest * p_y
         if top is not None:
             log_ratio_top = _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[1]
-            coef = coef + k * rho * (log_ratio_top + log_scale).exp()
+            # r_top p_j for the other classes: bounded, but when the top class leads by more than the dtype's
+            # exponent range their e_j underflow to 0 and this factor would overflow; capping it drops only
+            # that (eps rho / V)-sized smoothing term instead of turning 0 * inf into NaN.
+            log_cap = math.log(torch.finfo(log_scale.dtype).max) - 1.0
+            coef = coef + k * rho * (log_ratio_top + log_scale).clamp(max=log_cap).exp()
             grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
         # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
         torch.addcmul(_masked(torch.full_like(scale, -k), valid).unsqueeze(1), x, _masked(coef, valid).unsqueeze(1), out=grad)
