@@ -216,11 +216,15 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction) -> None:
+def _check_settings(log_end, label_smoothing, bonus_weight, reduction) -> None:
     check_range("log_end", log_end, 0.0, 1.0, low_open=True, high_open=False)
     check_range("label_smoothing", label_smoothing, 0.0, 1.0, low_open=False, high_open=True)
     check_non_negative("bonus_weight", bonus_weight)
     check_reduction(reduction)
+
+
+def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction) -> None:
+    _check_settings(log_end, label_smoothing, bonus_weight, reduction)
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.dim() < 1 or logits.shape[-1] < 2:
@@ -304,10 +308,7 @@ class EncouragingLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        check_range("log_end", log_end, 0.0, 1.0, low_open=True, high_open=False)
-        check_range("label_smoothing", label_smoothing, 0.0, 1.0, low_open=False, high_open=True)
-        check_non_negative("bonus_weight", bonus_weight)
-        check_reduction(reduction)
+        _check_settings(log_end, label_smoothing, bonus_weight, reduction)
         self.log_end = log_end
         self.label_smoothing = label_smoothing
         self.bonus_weight = bonus_weight
