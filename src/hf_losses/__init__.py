@@ -8,7 +8,6 @@ from .losses import (
     encouraging_loss,
     encouraging_loss_with_stats,
 )
-
 from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
 
 __version__ = "0.1.0"

@@ -48,6 +48,7 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tu
         raise UsageError(message)
 
     parser.error = one_line_error
+    check_launch_environment()  # before TrainingArguments exist: building them joins the process group
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
         path = Path(argv[0])
@@ -77,19 +78,59 @@ def setup_logging(training_args) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
-    logger.setLevel(level)
+    # Our own progress messages (e.g. "Resuming from ...") show on the main process unless --log_level says otherwise.
+    passive = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(min(level, logging.INFO) if passive else level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+    if not os.environ.get(DEBUG_ENV):
+        for builder in _FILE_BUILDERS:
+            builder_logger = logging.getLogger(f"datasets.packaged_modules.{builder}.{builder}")
+            if not any(isinstance(f, _DropBuilderErrors) for f in builder_logger.filters):
+                builder_logger.addFilter(_DropBuilderErrors())
+
+
+# datasets' file builders log an error right before raising it; load_raw_datasets reports the same problem
+# as one DataError line, so the logged copy only doubles the message (it is kept with HF_LOSSES_DEBUG=1).
+_FILE_BUILDERS = ("json", "csv", "parquet")
+
+
+class _DropBuilderErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_LAUNCH_HINT = (
+    "launch with `accelerate launch --multi_gpu --num_processes N ...` (add --use_cpu without GPUs) or unset WORLD_SIZE"
+)
+
+
+def check_launch_environment() -> None:
+    """Refuse WORLD_SIZE > 1 without the rendezvous variables a launcher sets (torchrun/accelerate/deepspeed).
+
+    It runs before the TrainingArguments are built, because building them joins the process group: without
+    MASTER_ADDR that fails with a message about multinode launches, and without the other processes it waits.
+    """
+    try:
+        announced = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} in the environment is not an integer") from None
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if announced > 1 and missing:
+        raise UsageError(
+            f"WORLD_SIZE={announced} in the environment but this process was not started by a distributed launcher "
+            f"({', '.join(missing)} unset), so it is not part of a {announced}-process group; {_LAUNCH_HINT}"
+        )
 
 
 def check_launch(training_args) -> None:
     """Refuse a run whose environment announces several processes that are not actually joined."""
+    check_launch_environment()
     announced = int(os.environ.get("WORLD_SIZE", "1"))
     if announced > 1 and training_args.world_size != announced:
         raise UsageError(
             f"WORLD_SIZE={announced} in the environment but this process is not part of a {announced}-process "
-            f"group (it sees world_size={training_args.world_size}); launch with "
-            "`accelerate launch --multi_gpu --num_processes N ...` (add --use_cpu without GPUs) or unset WORLD_SIZE"
+            f"group (it sees world_size={training_args.world_size}); {_LAUNCH_HINT}"
         )
 
 
@@ -98,6 +139,7 @@ def resume_checkpoint(training_args, run_args: RunArguments) -> str | None:
     if training_args.resume_from_checkpoint is not None:
         if not Path(training_args.resume_from_checkpoint).is_dir():
             raise UsageError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a directory")
+        warn_if_loss_changed(training_args.resume_from_checkpoint, training_args)
         return training_args.resume_from_checkpoint
     output_dir = Path(training_args.output_dir)
     if not training_args.do_train or run_args.overwrite_output_dir or not output_dir.is_dir():
@@ -105,7 +147,32 @@ def resume_checkpoint(training_args, run_args: RunArguments) -> str | None:
     last = get_last_checkpoint(str(output_dir))
     if last is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir to start from scratch).", last)
+        warn_if_loss_changed(last, training_args)
     return last
+
+
+def warn_if_loss_changed(checkpoint: str | None, training_args) -> None:
+    """Warn loudly when resuming a checkpoint that was trained with other loss settings."""
+    saved_path = Path(checkpoint or "") / "training_args.bin"
+    if checkpoint is None or not saved_path.is_file():
+        return
+    import torch
+
+    try:
+        saved = torch.load(saved_path, weights_only=False)
+    except Exception:  # an unreadable or foreign file: nothing to compare
+        return
+    if not hasattr(saved, "loss_settings"):
+        return
+    before, now = saved.loss_settings(), training_args.loss_settings()
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
+    if changed:
+        bar = "!" * 100
+        logger.warning(
+            "\n%s\nRESUMING %s WITH DIFFERENT LOSS SETTINGS: %s.\nThe continued run is not the run that "
+            "produced this checkpoint; start a new output_dir (or --overwrite_output_dir) to compare losses.\n%s",
+            bar, checkpoint, "; ".join(changed), bar,
+        )
 
 
 def save_split_metrics(trainer, split: str, metrics: dict, num_samples: int) -> None:

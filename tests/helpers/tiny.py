@@ -5,7 +5,13 @@ from __future__ import annotations
 import datasets
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import BertConfig, BertForSequenceClassification, MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    MarianConfig,
+    MarianMTModel,
+    PreTrainedTokenizerFast,
+)
 
 VOCAB = 40
 NUM_LABELS = 6

@@ -158,9 +158,36 @@ class LossTrainerMixin:
             loss = loss_sum / divisor * self.accelerator.num_processes
             self._record("train", num_items, loss_sum, stats)
         else:
+            if not model.training:  # count only real examples, as the stock metrics do
+                loss_sum, num_items, stats = self._eval_terms(outputs, labels)
             loss = loss_sum / num_items.clamp(min=1)
             self._record("eval", num_items, loss_sum, stats)
         return (loss, outputs) if return_outputs else loss
+
+    def _eval_terms(self, outputs, labels: torch.Tensor):
+        """``loss_terms`` over the rows of an evaluation batch that are real examples (collective).
+
+        With several processes accelerate repeats examples to even out the last evaluation batch;
+        ``gather_for_metrics`` drops the repeats from predictions, and this drops them from the loss sums
+        in exactly the same way, so evaluation means do not depend on the number of processes.
+        """
+        keep = self._real_rows(labels.shape[0], labels.device)
+        if keep is not None and not bool(keep.all()):
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            outputs, labels = {"logits": logits[keep]}, labels[keep]
+        return self.loss_terms(outputs, labels)
+
+    def _real_rows(self, num_rows: int, device: torch.device) -> torch.Tensor | None:
+        """Mask of this process's batch rows that ``gather_for_metrics`` keeps; None on a single process."""
+        if self.accelerator.num_processes == 1:
+            return None
+        rank = self.accelerator.process_index
+        rows = torch.stack([torch.full((num_rows,), rank), torch.arange(num_rows)], dim=1).to(device)
+        rows = self.accelerator.pad_across_processes(rows, dim=0, pad_index=-1)
+        kept = self.accelerator.gather_for_metrics(rows)
+        keep = torch.zeros(num_rows, dtype=torch.bool, device=device)
+        keep[kept[kept[:, 0] == rank, 1]] = True
+        return keep
 
     def model_inputs(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
         """The forward arguments (labels are kept out so the model computes no loss of its own)."""
@@ -181,6 +208,16 @@ class LossTrainerMixin:
         if metric_key_prefix == "eval":
             self.last_eval_metrics = dict(output.metrics)
         return output
+
+    def _finalize_training(self, *args, **kwargs):
+        """Make the final ``train_loss`` a mean over all processes (collective).
+
+        Trainer adds the loss of the steps since the last log from this process alone; each process's share is
+        ``its loss sum / global item count * processes``, so the mean over processes is the exact value.
+        """
+        if self.accelerator.num_processes > 1 and torch.is_tensor(getattr(self, "_tr_loss", None)):
+            self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
+        return super()._finalize_training(*args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save as usual, then write the current model card next to the weights."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -100,7 +101,24 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
         )
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
 
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Also drop, from generated predictions, the examples accelerate repeats to even out the last batch.
+
+        ``Seq2SeqTrainer.evaluate``/``predict`` gather generations with plain ``gather`` (so that
+        ``num_return_sequences > 1`` keeps every sequence), which keeps those repeats: with several processes
+        BLEU, chrF and the prediction files would count some examples twice. With one sequence per example
+        ``gather_for_metrics`` is exact, so use it then.
+        """
+        gen_kwargs = getattr(self, "_gen_kwargs", None) or {}
+        config = gen_kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        sequences = gen_kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", None) or 1
+        if sequences == 1:
+            self.gather_function = functools.partial(
+                self.accelerator.gather_for_metrics, use_gather_object=self.args.eval_use_gather_object
+            )
+        return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+
     def _teacher_forced_loss(self, outputs, labels, **_):
-        loss_sum, num_items, stats = self.loss_terms(outputs, labels)
+        loss_sum, num_items, stats = self._eval_terms(outputs, labels)
         self._record("eval", num_items, loss_sum, stats)
         return loss_sum / num_items.clamp(min=1)
