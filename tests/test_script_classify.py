@@ -1,0 +1,178 @@
+"""scripts/classify.py end to end on tiny local data, the embedded demo, bad input, and the Hub push (mocked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from transformers import BertConfig
+
+from hf_losses.data import synthetic_multilabel_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "classify.py"
+NUM_LABELS = 6
+TINY_MODEL = ["--vocab_size", "300", "--max_seq_length", "64", "--per_device_train_batch_size", "16",
+              "--per_device_eval_batch_size", "32", "--report_to", "none", "--disable_tqdm", "True"]
+
+
+def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("HF_LOSSES_DEBUG", None)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """train/validation/test jsonl with two text columns (title, body) and label names (topics), plus a tiny config."""
+    root = tmp_path_factory.mktemp("classify_data")
+    corpus = synthetic_multilabel_corpus(num_train=64, num_validation=24, num_test=20, num_labels=NUM_LABELS, seed=3)
+    for split, ds in corpus.items():
+        with open(root / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            for row in ds:
+                words = row["text"].split()
+                handle.write(json.dumps({"title": " ".join(words[:4]), "body": " ".join(words[4:]),
+                                         "topics": row["labels"]}) + "\n")
+    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
+        root / "tiny_config"
+    )
+    return root
+
+
+def data_args(data_dir: Path) -> list[str]:
+    return ["--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "validation.jsonl"),
+            "--test_file", str(data_dir / "test.jsonl"), "--text_column", "title", "body", "--label_column", "topics",
+            "--model_config", str(data_dir / "tiny_config"), *TINY_MODEL]
+
+
+@pytest.fixture
+def load_script(monkeypatch):
+    """Import scripts/classify.py as a module (registered, so its dataclasses resolve their annotations)."""
+
+    def load():
+        spec = importlib.util.spec_from_file_location("classify_script", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+def test_local_files_end_to_end(tmp_path, data_dir):
+    out = tmp_path / "out"
+    result = run_script([*data_args(data_dir), "--loss", "asl", "--gamma_neg", "2", "--max_steps", "4",
+                         "--tune_threshold", "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = json.loads((out / "all_results.json").read_text())
+    expected = {"train_loss", "eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_map", "eval_p@1", "eval_p@3",
+                "eval_p@5", "eval_ndcg@5", "eval_threshold", "test_f1_micro", "test_map", "test_p@1"}
+    assert expected <= results.keys()
+    assert results["eval_samples"] == 24 and results["test_samples"] == 20
+
+    config = json.loads((out / "config.json").read_text())
+    names = sorted({t for line in (data_dir / "train.jsonl").read_text().splitlines() for t in json.loads(line)["topics"]})
+    assert config["id2label"] == {str(i): name for i, name in enumerate(names)}
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["threshold"] == results["eval_threshold"]  # the tuned threshold is stored with the model
+
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    gold = [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 20
+    for row, source in zip(rows, gold, strict=True):
+        assert row["text"] == source["title"] + "\n" + source["body"]
+        assert row["gold_labels"] == source["topics"]
+        assert set(row["predicted_labels"]) <= set(names)
+    assert not list(out.glob("*.tmp"))
+
+    card = (out / "README.md").read_text()
+    assert "model-index" in card and "F1 (micro)" in card
+    assert "| `loss` | asl |" in card and "| `gamma_neg` | 2 |" in card and "| `clip` | 0.05 |" in card
+    assert "tuned for micro-F1 on the `validation` split" in card
+    assert f"Threshold: **{results['eval_threshold']}**" in card
+    assert all(f"`{name}`" in card for name in names)
+    assert f"{results['test_f1_micro']}" in card  # the card reports the test split's metrics
+
+
+def test_embedded_demo_with_reduced_budget(tmp_path):
+    out = tmp_path / "demo"
+    result = run_script(["--loss", "apl", "--max_steps", "5", "--max_train_samples", "64", "--max_eval_samples", "32",
+                         "--max_predict_samples", "32", "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_samples"] == 64 and results["eval_samples"] == 32 and results["test_samples"] == 32
+    assert {"eval_f1_micro", "eval_threshold", "test_f1_micro"} <= results.keys()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 32
+    card = (out / "README.md").read_text()
+    assert "hf_losses synthetic multi-label corpus" in card and "trained from scratch" in card
+    assert "| `learning_rate` | 0.001 |" in card  # the from-scratch defaults applied
+    assert "| `loss` | apl |" in card and "| `alpha2` | 1.25 |" in card
+    assert len(json.loads((out / "config.json").read_text())["id2label"]) == 20
+    assert not (tmp_path / "outputs").exists()  # --output_dir overrides the demo's default
+
+
+def test_unknown_loss_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = run_script(["--loss", "xl", "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--loss" in lines[0] and "xl" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_label_column_is_one_line_and_writes_nothing(tmp_path, data_dir, monkeypatch, capsys, load_script):
+    script = load_script()
+    out = tmp_path / "out"
+    args = [arg if arg != "topics" else "tags" for arg in data_args(data_dir)]
+    monkeypatch.setattr(sys, "argv", ["classify.py", *args, "--output_dir", str(out)])
+    monkeypatch.delenv("HF_LOSSES_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        script.run_cli(script.main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err  # dataset loading progress bars, then the error
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1] and "Traceback" not in err
+    assert errors[0].startswith("classify.py: error: ") and "'tags'" in errors[0] and "topics" in errors[0]
+    assert not out.exists()
+
+
+def test_push_to_hub_uploads_output_dir_with_card(tmp_path, data_dir, monkeypatch, load_script):
+    from huggingface_hub import HfApi, constants
+
+    uploads, created = [], []
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        uploads.append({**kwargs, "card": (folder / "README.md").read_text(), "files": sorted(os.listdir(folder))})
+        return SimpleNamespace(commit_url="https://huggingface.co/me/tiny/commit/0", done=lambda: True)
+
+    def create_repo(self, repo_id, **kwargs):
+        created.append(repo_id)
+        return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"me/{repo_id}")
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "me"})
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    out = tmp_path / "tiny-apl"
+    token = "hf_" + "x" * 30
+    load_script().main([*data_args(data_dir), "--loss", "apl", "--max_steps", "2", "--save_strategy", "no",
+                        "--push_to_hub", "--hub_model_id", "me/tiny-apl", "--hub_token", token,
+                        "--output_dir", str(out)])
+
+    assert created and all(repo == "me/tiny-apl" for repo in created)
+    final = uploads[-1]
+    assert Path(final["folder_path"]) == out and final["repo_id"] == "me/tiny-apl"
+    assert {"README.md", "config.json", "model.safetensors", "predictions.jsonl", "all_results.json"} <= set(final["files"])
+    assert "asymmetric polynomial loss" in final["card"] and "model-index" in final["card"]
+    assert "generated_from_trainer" not in final["card"]  # our card, not the generic Trainer draft
+    assert token not in final["card"]
