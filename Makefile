@@ -22,13 +22,15 @@ test: install
 test-all: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m ""
 
+# accelerate launch without a config file pins OMP_NUM_THREADS=1; the demos use every core instead.
+LAUNCH := HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no \
+	--dynamo_backend no --num_cpu_threads_per_process $(shell nproc)
+
 demo: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/translate.py --loss cel --output_dir outputs/demo-translate --overwrite_output_dir
+	$(LAUNCH) scripts/translate.py --loss cel --output_dir outputs/demo-translate --overwrite_output_dir
 
 demo-classify: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/classify.py --loss apl --output_dir outputs/demo-classify --overwrite_output_dir
+	$(LAUNCH) scripts/classify.py --loss apl --output_dir outputs/demo-classify --overwrite_output_dir
 
 bench: install
 	$(PY) scripts/benchmark_losses.py --output-dir benchmarks

@@ -5,16 +5,19 @@
     python scripts/benchmark_losses.py --quick --output-dir /tmp/bench  # tiny shapes, a smoke test
 
 Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads. Memory (CPU): the rise
-of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs) over one forward+backward,
-with glibc's mmap threshold pinned so freed buffers go back to the OS; on CUDA, max_memory_allocated.
+of the peak resident set (VmHWM, reset through /proc/self/clear_refs) over one forward+backward, measured in
+a child process whose glibc mmap threshold is pinned so freed buffers go back to the OS; on CUDA,
+max_memory_allocated.
 Both include the logits' gradient. Ratios are against the first row of each group (the PyTorch baseline).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +63,10 @@ class Case:
     dtype: torch.dtype
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     kind: str  # "classes" (integer targets) or "multilabel" (0/1 targets)
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}|{self.name}|{self.shape}|{self.dtype}"
 
 
 def el_cases(shape, dtype) -> list[Case]:
@@ -128,12 +135,34 @@ def peak_extra_mib(case: Case, x, target, device: torch.device) -> float:
     return (_status_kib("VmHWM") - base) / 1024
 
 
+def measure_memory(cases: list[Case], device: torch.device) -> list[float]:
+    """Peak extra MiB per case; on CPU in a child process whose glibc returns freed buffers to the OS.
+
+    The pinned mmap threshold that makes the RSS peak meaningful also makes every large allocation a fresh
+    mmap, which would distort the timings, so time and memory are measured in different processes.
+    """
+    if device.type == "cuda":
+        return [_peak_of(case, device) for case in cases]
+    env = {**os.environ, MMAP_ENV: str(1 << 16)}
+    child = subprocess.run(
+        [sys.executable, __file__, "--memory-of", json.dumps([c.label for c in cases])],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def _peak_of(case: Case, device: torch.device) -> float:
+    x, target = make_inputs(case, device)
+    fwd_bwd(case, x, target)  # warm-up
+    return peak_extra_mib(case, x, target, device)
+
+
 def run(cases: list[Case], device: torch.device, min_run_time: float) -> list[dict]:
     rows = []
-    for case in cases:
+    memories = measure_memory(cases, device)
+    for case, memory in zip(cases, memories, strict=True):
         x, target = make_inputs(case, device)
         fwd_bwd(case, x, target)  # warm-up
-        memory = peak_extra_mib(case, x, target, device)
         timer = benchmark.Timer(
             stmt="fwd_bwd(case, x, target)",
             globals={"fwd_bwd": fwd_bwd, "case": case, "x": x, "target": target},
@@ -192,25 +221,35 @@ def chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def all_cases(quick: bool) -> tuple[list[Case], float]:
+    """The benchmark's cases and its default seconds of timing per row."""
+    if quick:
+        el_shapes, apl_shapes, min_run_time = [((64, 1000), torch.float32), ((64, 1000), torch.bfloat16)], [(256, 64)], 0.05
+    else:
+        el_shapes = [((2048, 32000), torch.float32), ((1024, 64000), torch.float32), ((2048, 32000), torch.bfloat16)]
+        apl_shapes, min_run_time = [(8192, 512), (2048, 4000)], 1.0
+    cases = [c for shape, dtype in el_shapes for c in el_cases(shape, dtype)]
+    cases += [c for shape in apl_shapes for c in apl_cases(shape)]
+    return cases, min_run_time
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test, not a measurement")
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per row")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the memory-measuring child process
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    if args.quick:
-        el_shapes, apl_shapes, min_run_time = [((64, 1000), torch.float32), ((64, 1000), torch.bfloat16)], [(256, 64)], 0.05
-    else:
-        el_shapes = [((2048, 32000), torch.float32), ((1024, 64000), torch.float32), ((2048, 32000), torch.bfloat16)]
-        apl_shapes, min_run_time = [(8192, 512), (2048, 4000)], 1.0
-    min_run_time = args.min_run_time or min_run_time
-
-    cases = [c for shape, dtype in el_shapes for c in el_cases(shape, dtype)]
-    cases += [c for shape in apl_shapes for c in apl_cases(shape)]
-    rows = run(cases, device, min_run_time)
+    if args.memory_of:
+        wanted = json.loads(args.memory_of)
+        by_label = {c.label: c for quick in (True, False) for c in all_cases(quick)[0]}
+        print(json.dumps([_peak_of(by_label[label], device) for label in wanted]))
+        return
+    cases, min_run_time = all_cases(args.quick)
+    rows = run(cases, device, args.min_run_time or min_run_time)
     add_ratios(rows)
 
     command = "python scripts/benchmark_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -224,8 +263,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Pin glibc's mmap threshold so large freed buffers return to the OS and the RSS peak is meaningful.
-    if sys.platform == "linux" and MMAP_ENV not in os.environ:
-        os.environ[MMAP_ENV] = str(1 << 16)
-        os.execv(sys.executable, [sys.executable, *sys.argv])
     main()

@@ -139,9 +139,11 @@ def _forward_chunk(
 def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, top):
     """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale).
 
-    Products of a huge ratio r = p / (1 - t) with a tiny probability are formed in log space.
+    Products of a huge ratio r = p / (1 - t) with a tiny probability are formed in log space. For bf16/fp16
+    logits the chunk is assembled in a float32 scratch buffer and converted once at the end.
     """
     n, vocab = x.shape
+    out = grad if grad.dtype == x.dtype else (scratch[1][:n] if s.eps > 0 else x)
     eps, rho, k = s.eps, s.rho, s.eps / vocab
     scale = log_scale.exp()
     ry_scale = (log_ratio_y + log_scale).exp()  # r_y p_k / e_k
@@ -168,8 +170,8 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
             coef = coef + k * rho * (log_ratio_top + log_scale).clamp(max=log_cap).exp()
             grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
         # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
-        torch.addcmul(_masked(torch.full_like(scale, -k), valid).unsqueeze(1), x, _masked(coef, valid).unsqueeze(1), out=grad)
-        grad.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
+        torch.addcmul(_masked(torch.full_like(scale, -k), valid).unsqueeze(1), x, _masked(coef, valid).unsqueeze(1), out=out)
+        out.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
         if top is not None:
             # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
             p_top = top.log_p.exp()
@@ -177,10 +179,12 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
                 (1.0 - eps) * (p_top + rho * ry_scale) + eps * p_top + k * rho * (rest * p_top + ry_scale)
                 - k * rho * (log_ratio_top + top.log_q).exp() - k
             )
-            grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
+            out.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1))
     else:
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
-    grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
+        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=out)
+    out.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1))
+    if out is not grad:
+        grad.copy_(out)
 
 
 class _FusedEncouragingLoss(torch.autograd.Function):

@@ -39,19 +39,26 @@ class _Settings(NamedTuple):
     detach: bool
 
 
-def _power(base: torch.Tensor, log_base: torch.Tensor | None, gamma: float) -> torch.Tensor | float:
-    """base ** gamma, via exp(gamma * log_base) when the log is at hand; 1 for gamma == 0."""
+def _power(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
+    """base ** gamma; small integer powers by multiplication (much faster than pow on CPU); 1 for gamma == 0."""
     if gamma == 0:
         return 1.0
-    if log_base is not None:
-        return torch.exp(gamma * log_base)
+    if gamma == int(gamma) and 0 < gamma <= 8:
+        result, square, n = None, base, int(gamma)
+        while n:
+            if n & 1:
+                result = square if result is None else result * square
+            n >>= 1
+            if n:
+                square = square * square
+        return result
     return base.pow(gamma)
 
 
-def _positive(log_p, p, q, log_q, s: _Settings, need_grad: bool):
+def _positive(x, p, q, s: _Settings, need_grad: bool):
     """Loss (1-p)^g+ [-log p + a1 q + a2 q^2] and, if asked, its derivative in x (dq/dx = -p q)."""
-    weight = _power(q, log_q, s.gamma_pos)
-    poly = -log_p + q * (s.alpha1 + s.alpha2 * q)
+    weight = _power(q, s.gamma_pos)
+    poly = q * (s.alpha1 + s.alpha2 * q) - F.logsigmoid(x)
     loss = weight * poly
     if not need_grad:
         return loss, None
@@ -61,16 +68,15 @@ def _positive(log_p, p, q, log_q, s: _Settings, need_grad: bool):
     return loss, grad
 
 
-def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
+def _negative(x, p, q, s: _Settings, need_grad: bool):
     """Loss p_m^g- [-log(1-p_m) + b1 p_m] with p_m = max(p - clip, 0), and its derivative in x."""
     if s.clip > 0:
         shifted = (p - s.clip).clamp_(min=0.0)
         one_minus = (q + s.clip).clamp_(max=1.0)  # 1 - p_m from q = 1 - p: exact even when p rounds to 1
         log_one_minus = one_minus.log()
-        log_shifted = None
     else:
-        shifted, one_minus, log_one_minus, log_shifted = p, q, log_q, log_p
-    weight = _power(shifted, log_shifted, s.gamma_neg)
+        shifted, one_minus, log_one_minus = p, q, F.logsigmoid(-x)
+    weight = _power(shifted, s.gamma_neg)
     poly = -log_one_minus if s.beta1 == 0 else s.beta1 * shifted - log_one_minus
     loss = poly * weight
     if not need_grad:
@@ -79,14 +85,13 @@ def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
     if s.clip > 0:
         # d p_m / dx = p q above the clip and 0 below it, where a positive gamma_neg already zeroes the weight.
         d_shift = pq if s.gamma_neg > 0 else torch.where(p > s.clip, pq, 0.0)
-        slope = one_minus.reciprocal_() if s.beta1 == 0 else one_minus.reciprocal_().add_(s.beta1)
-        grad = d_shift * slope
+        grad = d_shift / one_minus if s.beta1 == 0 else d_shift * one_minus.reciprocal_().add_(s.beta1)
     else:
         d_shift = pq
         grad = p if s.beta1 == 0 else p + s.beta1 * pq  # d/dx [-log(1-p)] = p, exact for any x
     grad = grad * weight
     if not s.detach and s.gamma_neg != 0:
-        d_weight = s.gamma_neg * torch.where(shifted > 0, shifted.pow(s.gamma_neg - 1.0), 0.0) * d_shift
+        d_weight = s.gamma_neg * torch.where(shifted > 0, _power(shifted, s.gamma_neg - 1.0), 0.0) * d_shift
         grad = grad + d_weight * poly
     return loss, grad
 
@@ -94,16 +99,15 @@ def _negative(log_p, p, q, log_q, s: _Settings, need_grad: bool):
 def _apl_chunk(x: torch.Tensor, positive: torch.Tensor, s: _Settings, grad_out: torch.Tensor | None):
     """Elementwise APL of one chunk; writes the gradient into `grad_out` when given."""
     need_grad = grad_out is not None
-    log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
-    p, q = log_p.exp(), log_q.exp()
-    loss, grad = _negative(log_p, p, q, log_q, s, need_grad)
+    p, q = torch.sigmoid(x), torch.sigmoid(-x)  # q = 1 - p without cancellation
+    loss, grad = _negative(x, p, q, s, need_grad)
     if x.is_cuda:  # no host sync: evaluate the positive branch everywhere and select
-        pos_loss, pos_grad = _positive(log_p, p, q, log_q, s, need_grad)
+        pos_loss, pos_grad = _positive(x, p, q, s, need_grad)
         loss = torch.where(positive, pos_loss, loss)
         grad = torch.where(positive, pos_grad, grad) if need_grad else None
     else:  # positives are few: evaluate their branch only where it applies
         idx = positive.nonzero().squeeze(1)
-        pos_loss, pos_grad = _positive(log_p[idx], p[idx], q[idx], log_q[idx], s, need_grad)
+        pos_loss, pos_grad = _positive(x[idx], p[idx], q[idx], s, need_grad)
         loss = loss.index_copy_(0, idx, pos_loss)
         grad = grad.index_copy_(0, idx, pos_grad) if need_grad else None
     if need_grad:
@@ -115,13 +119,13 @@ class _FusedAsymmetricPolynomialLoss(torch.autograd.Function):
     """Elementwise APL with the gradient computed in the forward pass."""
 
     @staticmethod
-    def forward(ctx, logits, targets, settings, need_grad):
+    def forward(ctx, logits, positive, settings, need_grad):
         flat = logits.reshape(-1)
-        positive = targets.reshape(-1) > 0.5
+        positive = positive.reshape(-1)
         dtype = compute_dtype(logits.dtype)
         loss = torch.empty(flat.shape, dtype=dtype, device=flat.device)
         grad = torch.empty(flat.shape, dtype=logits.dtype, device=flat.device) if need_grad else None
-        step = chunk_rows(flat.numel(), 4, flat.device)
+        step = chunk_rows(flat.numel(), 1, flat.device)
         for start in range(0, flat.numel(), step):
             sl = slice(start, start + step)
             loss[sl] = _apl_chunk(flat[sl].to(dtype), positive[sl], settings, None if grad is None else grad[sl])
@@ -172,9 +176,10 @@ def asymmetric_polynomial_loss(
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if tuple(targets.shape) != tuple(logits.shape):
         raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits shape {tuple(logits.shape)}")
-    check_values("targets", (targets != 0) & (targets != 1), "0 and 1 (multi-hot labels)")
+    positive = targets > 0.5
+    check_values("targets", targets != positive, "0 and 1 (multi-hot labels)")
     need_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss = _FusedAsymmetricPolynomialLoss.apply(logits, targets, settings, need_grad)
+    loss = _FusedAsymmetricPolynomialLoss.apply(logits, positive, settings, need_grad)
     return reduce(loss, reduction)
 
 
