@@ -73,23 +73,55 @@ def el_cases(shape, dtype) -> list[Case]:
     cases = []
     for eps in (0.0, 0.1):
         group = f"EL/CEL eps={eps:g}"
-        cases.append(Case(group, f"F.cross_entropy(ls={eps:g})", shape, dtype,
-                          lambda z, y, e=eps: F.cross_entropy(z, y, label_smoothing=e), "classes"))
+        cases.append(
+            Case(
+                group,
+                f"F.cross_entropy(ls={eps:g})",
+                shape,
+                dtype,
+                lambda z, y, e=eps: F.cross_entropy(z, y, label_smoothing=e),
+                "classes",
+            )
+        )
         for le in (0.5, 1.0):
             name = f"hf_losses {'cel LE=0.5' if le < 1 else 'el LE=1'}"
-            cases.append(Case(group, name, shape, dtype,
-                              lambda z, y, e=eps, end=le: encouraging_loss(z, y, log_end=end, label_smoothing=e), "classes"))
-        cases.append(Case(group, "plain formula (LE=0.5)", shape, dtype,
-                          lambda z, y, e=eps: plain_encouraging(z, y, log_end=0.5, label_smoothing=e), "classes"))
+            cases.append(
+                Case(
+                    group,
+                    name,
+                    shape,
+                    dtype,
+                    lambda z, y, e=eps, end=le: encouraging_loss(z, y, log_end=end, label_smoothing=e),
+                    "classes",
+                )
+            )
+        cases.append(
+            Case(
+                group,
+                "plain formula (LE=0.5)",
+                shape,
+                dtype,
+                lambda z, y, e=eps: plain_encouraging(z, y, log_end=0.5, label_smoothing=e),
+                "classes",
+            )
+        )
     return cases
 
 
 def apl_cases(shape) -> list[Case]:
     group = "APL"
     return [
-        Case(group, "F.binary_cross_entropy_with_logits", shape, torch.float32,
-             lambda x, t: F.binary_cross_entropy_with_logits(x, t), "multilabel"),
-        Case(group, "hf_losses apl (defaults)", shape, torch.float32, asymmetric_polynomial_loss, "multilabel"),
+        Case(
+            group,
+            "F.binary_cross_entropy_with_logits",
+            shape,
+            torch.float32,
+            lambda x, t: F.binary_cross_entropy_with_logits(x, t),
+            "multilabel",
+        ),
+        Case(
+            group, "hf_losses apl (defaults)", shape, torch.float32, asymmetric_polynomial_loss, "multilabel"
+        ),
         Case(group, "plain formula", shape, torch.float32, plain_polynomial, "multilabel"),
     ]
 
@@ -146,7 +178,10 @@ def measure_memory(cases: list[Case], device: torch.device) -> list[float]:
     env = {**os.environ, MMAP_ENV: str(1 << 16)}
     child = subprocess.run(
         [sys.executable, __file__, "--memory-of", json.dumps([c.label for c in cases])],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(child.stdout.strip().splitlines()[-1])
 
@@ -169,10 +204,21 @@ def run(cases: list[Case], device: torch.device, min_run_time: float) -> list[di
             num_threads=torch.get_num_threads(),
         )
         seconds = timer.blocked_autorange(min_run_time=min_run_time).median
-        rows.append({"group": case.group, "name": case.name, "shape": case.shape,
-                     "dtype": str(case.dtype).removeprefix("torch."), "ms": seconds * 1e3, "mib": memory})
-        print(f"{case.group:>16} | {str(case.shape):>14} {rows[-1]['dtype']:>8} | {case.name:<34} "
-              f"{rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB", flush=True)
+        rows.append(
+            {
+                "group": case.group,
+                "name": case.name,
+                "shape": case.shape,
+                "dtype": str(case.dtype).removeprefix("torch."),
+                "ms": seconds * 1e3,
+                "mib": memory,
+            }
+        )
+        print(
+            f"{case.group:>16} | {str(case.shape):>14} {rows[-1]['dtype']:>8} | {case.name:<34} "
+            f"{rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB",
+            flush=True,
+        )
         del x, target
     return rows
 
@@ -196,8 +242,10 @@ def markdown(rows: list[dict], command: str, device: str) -> str:
     ]
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
-        lines.append(f"| {r['group']} | {shape} | {r['dtype']} | {r['name']} | {r['ms']:.1f} | "
-                     f"{r['time_ratio']:.2f} | {r['mib']:.0f} | {r['mem_ratio']:.2f} |")
+        lines.append(
+            f"| {r['group']} | {shape} | {r['dtype']} | {r['name']} | {r['ms']:.1f} | "
+            f"{r['time_ratio']:.2f} | {r['mib']:.0f} | {r['mem_ratio']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -209,8 +257,15 @@ def chart(rows: list[dict], path: Path) -> None:
 
     labels = [f"{r['group']} {'x'.join(map(str, r['shape']))} {r['dtype']}\n{r['name']}" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(14, 0.38 * len(rows) + 1.5), sharey=True)
-    for ax, key, title in ((axes[0], "time_ratio", "time / baseline"), (axes[1], "mem_ratio", "peak memory / baseline")):
-        ax.barh(range(len(rows)), [r[key] for r in rows], color=["tab:gray" if r[key] == 1 else "tab:blue" for r in rows])
+    for ax, key, title in (
+        (axes[0], "time_ratio", "time / baseline"),
+        (axes[1], "mem_ratio", "peak memory / baseline"),
+    ):
+        ax.barh(
+            range(len(rows)),
+            [r[key] for r in rows],
+            color=["tab:gray" if r[key] == 1 else "tab:blue" for r in rows],
+        )
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_title(title)
@@ -224,9 +279,17 @@ def chart(rows: list[dict], path: Path) -> None:
 def all_cases(quick: bool) -> tuple[list[Case], float]:
     """The benchmark's cases and its default seconds of timing per row."""
     if quick:
-        el_shapes, apl_shapes, min_run_time = [((64, 1000), torch.float32), ((64, 1000), torch.bfloat16)], [(256, 64)], 0.05
+        el_shapes, apl_shapes, min_run_time = (
+            [((64, 1000), torch.float32), ((64, 1000), torch.bfloat16)],
+            [(256, 64)],
+            0.05,
+        )
     else:
-        el_shapes = [((2048, 32000), torch.float32), ((1024, 64000), torch.float32), ((2048, 32000), torch.bfloat16)]
+        el_shapes = [
+            ((2048, 32000), torch.float32),
+            ((1024, 64000), torch.float32),
+            ((2048, 32000), torch.bfloat16),
+        ]
         apl_shapes, min_run_time = [(8192, 512), (2048, 4000)], 1.0
     cases = [c for shape, dtype in el_shapes for c in el_cases(shape, dtype)]
     cases += [c for shape in apl_shapes for c in apl_cases(shape)]
@@ -234,7 +297,9 @@ def all_cases(quick: bool) -> tuple[list[Case], float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test, not a measurement")
@@ -253,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     add_ratios(rows)
 
     command = "python scripts/benchmark_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, command.strip(), device_name)
     (args.output_dir / "results.md").write_text(table)

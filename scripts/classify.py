@@ -78,26 +78,64 @@ from hf_losses.metrics import sigmoid
 DEMO_DATASET = "hf_losses synthetic multi-label corpus"
 DATA_FLAGS = ("--dataset_name", "--train_file", "--validation_file", "--test_file")
 SCRATCH_DEFAULTS = [
-    "--learning_rate", "1e-3", "--num_train_epochs", "16", "--warmup_steps", "0.1", "--weight_decay", "0.01",
-    "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128", "--logging_steps", "50",
-    "--save_strategy", "epoch", "--save_total_limit", "1", "--seed", "0",
+    "--learning_rate",
+    "1e-3",
+    "--num_train_epochs",
+    "16",
+    "--warmup_steps",
+    "0.1",
+    "--weight_decay",
+    "0.01",
+    "--per_device_train_batch_size",
+    "32",
+    "--per_device_eval_batch_size",
+    "128",
+    "--logging_steps",
+    "50",
+    "--save_strategy",
+    "epoch",
+    "--save_total_limit",
+    "1",
+    "--seed",
+    "0",
 ]
-DEMO_DEFAULTS = ["--output_dir", "outputs/demo-classify", "--tune_threshold", "True", "--dataloader_pin_memory", "False"]
+DEMO_DEFAULTS = [
+    "--output_dir",
+    "outputs/demo-classify",
+    "--tune_threshold",
+    "True",
+    "--dataloader_pin_memory",
+    "False",
+]
 # The from-scratch model: small enough to learn the demo corpus in about two minutes on a 2-core CPU.
-SMALL_BERT = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+SMALL_BERT = dict(
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=256,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
 
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local path of a checkpoint."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local path of a checkpoint."}
+    )
     model_config: str | None = field(
         default=None,
-        metadata={"help": "Without --model_name_or_path: Hub id or path of a config to build the model from "
-                          "(default: a small BERT, hidden 128, 2 layers, 2 heads)."},
+        metadata={
+            "help": "Without --model_name_or_path: Hub id or path of a config to build the model from "
+            "(default: a small BERT, hidden 128, 2 layers, 2 heads)."
+        },
     )
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use instead of the model's."})
-    vocab_size: int = field(default=4000, metadata={"help": "Vocabulary of the tokenizer trained from scratch."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use instead of the model's."}
+    )
+    vocab_size: int = field(
+        default=4000, metadata={"help": "Vocabulary of the tokenizer trained from scratch."}
+    )
     model_revision: str = field(default="main")
     cache_dir: str | None = field(default=None)
     token: str | None = field(default=None, metadata={"help": "Hub token (never written to disk)."})
@@ -113,14 +151,18 @@ class DataArguments:
     validation_file: str | None = field(default=None)
     test_file: str | None = field(default=None)
     text_column: list[str] = field(
-        default_factory=lambda: ["text"], metadata={"help": "Text column(s), joined by a newline: --text_column title abstract."}
+        default_factory=lambda: ["text"],
+        metadata={"help": "Text column(s), joined by a newline: --text_column title abstract."},
     )
     label_column: str | None = field(
         default=None, metadata={"help": "Column of label ids or names per row (default: labels)."}
     )
-    label_columns: list[str] | None = field(default=None, metadata={"help": "Instead: one 0/1 column per label."})
+    label_columns: list[str] | None = field(
+        default=None, metadata={"help": "Instead: one 0/1 column per label."}
+    )
     class_names: list[str] | None = field(
-        default=None, metadata={"help": "Label names in id order (optional; TrainingArguments owns --label_names)."}
+        default=None,
+        metadata={"help": "Label names in id order (optional; TrainingArguments owns --label_names)."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
     max_train_samples: int | None = field(default=None)
@@ -131,15 +173,29 @@ class DataArguments:
         return not (self.dataset_name or self.train_file or self.validation_file or self.test_file)
 
 
-def load_tokenizer_and_model(model_args: ModelArguments, label_names: list[str], texts, max_length: int, resume):
+def load_tokenizer_and_model(
+    model_args: ModelArguments, label_names: list[str], texts, max_length: int, resume
+):
     """A Hub/local checkpoint with a fresh multi-label head, or a tokenizer trained on `texts` and a new model."""
-    hub = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
-               trust_remote_code=model_args.trust_remote_code)
-    labels = dict(num_labels=len(label_names), problem_type="multi_label_classification",
-                  id2label=dict(enumerate(label_names)), label2id={name: i for i, name in enumerate(label_names)})
+    hub = dict(
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    labels = dict(
+        num_labels=len(label_names),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
     if model_args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
-        config = AutoConfig.from_pretrained(model_args.model_config or model_args.model_name_or_path, **labels, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_args.tokenizer_name or model_args.model_name_or_path, **hub
+        )
+        config = AutoConfig.from_pretrained(
+            model_args.model_config or model_args.model_name_or_path, **labels, **hub
+        )
         model = AutoModelForSequenceClassification.from_pretrained(
             model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub
         )
@@ -150,15 +206,21 @@ def load_tokenizer_and_model(model_args: ModelArguments, label_names: list[str],
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name, **hub)
     else:
         if not texts:
-            raise UsageError("training a model from scratch needs a train split; pass --model_name_or_path to only evaluate")
-        tokenizer = train_tokenizer(texts, vocab_size=model_args.vocab_size, kind="classification", model_max_length=max_length)
+            raise UsageError(
+                "training a model from scratch needs a train split; pass --model_name_or_path to only evaluate"
+            )
+        tokenizer = train_tokenizer(
+            texts, vocab_size=model_args.vocab_size, kind="classification", model_max_length=max_length
+        )
     sizes = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **labels)
     if model_args.model_config:
         config = AutoConfig.from_pretrained(model_args.model_config, **hub)
         config.update(sizes)
     else:
         config = BertConfig(**SMALL_BERT, max_position_embeddings=max(512, max_length), **sizes)
-    return tokenizer, AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    return tokenizer, AutoModelForSequenceClassification.from_config(
+        config, trust_remote_code=model_args.trust_remote_code
+    )
 
 
 def prediction_rows(output, texts, label_names: list[str], threshold: float) -> list[str]:
@@ -166,8 +228,14 @@ def prediction_rows(output, texts, label_names: list[str], threshold: float) -> 
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     predicted, gold = sigmoid(logits) >= threshold, np.asarray(output.label_ids) == 1
     return [
-        json.dumps({"text": text, "predicted_labels": [label_names[j] for j in np.flatnonzero(p)],
-                    "gold_labels": [label_names[j] for j in np.flatnonzero(g)]}, ensure_ascii=False)
+        json.dumps(
+            {
+                "text": text,
+                "predicted_labels": [label_names[j] for j in np.flatnonzero(p)],
+                "gold_labels": [label_names[j] for j in np.flatnonzero(g)],
+            },
+            ensure_ascii=False,
+        )
         for text, p, g in zip(texts, predicted, gold, strict=True)
     ]
 
@@ -176,47 +244,84 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = with_defaults(argv, SCRATCH_DEFAULTS, triggers=("--model_name_or_path",))
     argv = with_defaults(argv, DEMO_DEFAULTS, triggers=(*DATA_FLAGS, "--model_name_or_path"))
-    model_args, data_args, args, run_args = parse_arguments((ModelArguments, DataArguments, MultiLabelConfig, RunArguments), argv)
+    model_args, data_args, args, run_args = parse_arguments(
+        (ModelArguments, DataArguments, MultiLabelConfig, RunArguments), argv
+    )
     setup_logging(args)
     check_launch(args)
     check_hub_access(args)
 
     demo = data_args.uses_demo_corpus()
-    raw = synthetic_multilabel_corpus() if demo else load_raw_datasets(
-        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
-        dataset_revision=data_args.dataset_revision, train_file=data_args.train_file,
-        validation_file=data_args.validation_file, test_file=data_args.test_file,
-        cache_dir=model_args.cache_dir, token=model_args.token,
+    raw = (
+        synthetic_multilabel_corpus()
+        if demo
+        else load_raw_datasets(
+            dataset_name=data_args.dataset_name,
+            dataset_config_name=data_args.dataset_config_name,
+            dataset_revision=data_args.dataset_revision,
+            train_file=data_args.train_file,
+            validation_file=data_args.validation_file,
+            test_file=data_args.test_file,
+            cache_dir=model_args.cache_dir,
+            token=model_args.token,
+        )
     )
     label_column = data_args.label_column or (None if data_args.label_columns else "labels")
-    prepared, label_names = prepare_multilabel(raw, text_columns=data_args.text_column, label_column=label_column,
-                                               label_columns=data_args.label_columns, label_names=data_args.class_names)
+    prepared, label_names = prepare_multilabel(
+        raw,
+        text_columns=data_args.text_column,
+        label_column=label_column,
+        label_columns=data_args.label_columns,
+        label_names=data_args.class_names,
+    )
     # TrainingArguments turns do_eval on for any --eval_strategy; that alone is not a choice of what to run.
     if not (args.do_train or args.do_predict or (args.do_eval and args.eval_strategy == "no")):
-        args.do_train, args.do_eval, args.do_predict = (s in prepared for s in ("train", "validation", "test"))
+        args.do_train, args.do_eval, args.do_predict = (
+            s in prepared for s in ("train", "validation", "test")
+        )
     if args.tune_threshold and not args.do_eval:
         raise UsageError("--tune_threshold needs --do_eval and a validation split")
-    splits = select_samples(prepared, args, train=data_args.max_train_samples, validation=data_args.max_eval_samples,
-                            test=data_args.max_predict_samples)
+    splits = select_samples(
+        prepared,
+        args,
+        train=data_args.max_train_samples,
+        validation=data_args.max_eval_samples,
+        test=data_args.max_predict_samples,
+    )
     resume = resume_checkpoint(args, run_args)
 
     set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
     train_texts = splits["train"]["text"] if "train" in splits else []
-    tokenizer, model = load_tokenizer_and_model(model_args, label_names, train_texts, data_args.max_seq_length, resume)
+    tokenizer, model = load_tokenizer_and_model(
+        model_args, label_names, train_texts, data_args.max_seq_length, resume
+    )
     model.config.threshold = args.threshold
     with args.main_process_first(desc="tokenization"):
-        tokenized = tokenize_multilabel(splits, tokenizer, num_labels=len(label_names), max_length=data_args.max_seq_length)
+        tokenized = tokenize_multilabel(
+            splits, tokenizer, num_labels=len(label_names), max_length=data_args.max_seq_length
+        )
 
     dataset_info = {
-        "id": DEMO_DATASET if demo else (data_args.dataset_name or Path(data_args.train_file or data_args.test_file
-                                                                         or data_args.validation_file).name),
-        "config": data_args.dataset_config_name, "revision": data_args.dataset_revision, "train_split": "train",
-        "split": None, "label_names": label_names,
+        "id": DEMO_DATASET
+        if demo
+        else (
+            data_args.dataset_name
+            or Path(data_args.train_file or data_args.test_file or data_args.validation_file).name
+        ),
+        "config": data_args.dataset_config_name,
+        "revision": data_args.dataset_revision,
+        "train_split": "train",
+        "split": None,
+        "label_names": label_names,
     }
     extra = {"label_names": label_names, "threshold": args.threshold, "threshold_tuned": False}
     trainer = MultiLabelTrainer(
-        model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+        model=model,
+        args=args,
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
         card_info={"base_model": model_args.model_name_or_path, "dataset": dataset_info, "extra": extra},
     )
 

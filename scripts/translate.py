@@ -51,25 +51,65 @@ from hf_losses.models import build_seq2seq_model, preset_vocab_size
 
 DEMO_DATASET = "hf_losses synthetic de-en corpus"
 DEMO_DEFAULTS = [
-    "--output_dir", "outputs/demo-translate", "--do_train", "--do_eval", "--do_predict", "--predict_with_generate",
-    "--num_train_epochs", "12", "--learning_rate", "2e-3", "--warmup_steps", "60", "--lr_scheduler_type", "linear",
-    "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "100", "--label_smoothing_factor", "0.1",
-    "--weight_decay", "0.0001", "--logging_steps", "25", "--eval_strategy", "no", "--save_strategy", "no",
-    "--generation_num_beams", "1", "--generation_max_length", "48", "--report_to", "none", "--seed", "0",
-    "--dataloader_pin_memory", "False",
+    "--output_dir",
+    "outputs/demo-translate",
+    "--do_train",
+    "--do_eval",
+    "--do_predict",
+    "--predict_with_generate",
+    "--num_train_epochs",
+    "12",
+    "--learning_rate",
+    "2e-3",
+    "--warmup_steps",
+    "60",
+    "--lr_scheduler_type",
+    "linear",
+    "--per_device_train_batch_size",
+    "64",
+    "--per_device_eval_batch_size",
+    "100",
+    "--label_smoothing_factor",
+    "0.1",
+    "--weight_decay",
+    "0.0001",
+    "--logging_steps",
+    "25",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--generation_num_beams",
+    "1",
+    "--generation_max_length",
+    "48",
+    "--report_to",
+    "none",
+    "--seed",
+    "0",
+    "--dataloader_pin_memory",
+    "False",
 ]
 
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local path of a seq2seq checkpoint."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local path of a seq2seq checkpoint."}
+    )
     model_config: str = field(
         default="demo",
-        metadata={"help": "Without --model_name_or_path: a preset (demo, transformer-iwslt14-de-en, "
-                          "transformer-iwslt17-fr-en) or a config.json to train from scratch."},
+        metadata={
+            "help": "Without --model_name_or_path: a preset (demo, transformer-iwslt14-de-en, "
+            "transformer-iwslt17-fr-en) or a config.json to train from scratch."
+        },
     )
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use instead of the model's."})
-    vocab_size: int | None = field(default=None, metadata={"help": "Vocabulary of the tokenizer trained from scratch."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use instead of the model's."}
+    )
+    vocab_size: int | None = field(
+        default=None, metadata={"help": "Vocabulary of the tokenizer trained from scratch."}
+    )
     model_revision: str = field(default="main")
     cache_dir: str | None = field(default=None)
     token: str | None = field(default=None, metadata={"help": "Hub token (never written to disk)."})
@@ -78,16 +118,24 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id (wmt/wmt14) or local Hub-like folder."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub id (wmt/wmt14) or local Hub-like folder."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. de-en, iwslt2017-fr-en."})
     dataset_revision: str | None = field(default=None, metadata={"help": "e.g. refs/convert/parquet."})
     train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/tsv/parquet."})
     validation_file: str | None = field(default=None)
     test_file: str | None = field(default=None)
-    source_lang: str = field(default="de", metadata={"help": "Source language key (mBART codes like de_DE work)."})
+    source_lang: str = field(
+        default="de", metadata={"help": "Source language key (mBART codes like de_DE work)."}
+    )
     target_lang: str = field(default="en", metadata={"help": "Target language key."})
-    source_column: str | None = field(default=None, metadata={"help": "Source text column, instead of translation."})
-    target_column: str | None = field(default=None, metadata={"help": "Target text column, instead of translation."})
+    source_column: str | None = field(
+        default=None, metadata={"help": "Source text column, instead of translation."}
+    )
+    target_column: str | None = field(
+        default=None, metadata={"help": "Target text column, instead of translation."}
+    )
     max_source_length: int = field(default=128)
     max_target_length: int = field(default=128)
     max_train_samples: int | None = field(default=None)
@@ -103,10 +151,16 @@ class DataArguments:
 
 def load_tokenizer_and_model(model_args: ModelArguments, texts, resume: str | None):
     """A Hub/local checkpoint, or a tokenizer trained on `texts` and a model built from --model_config."""
-    hub = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
-               trust_remote_code=model_args.trust_remote_code)
+    hub = dict(
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
     if model_args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_args.tokenizer_name or model_args.model_name_or_path, **hub
+        )
         model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path, **hub)
         return tokenizer, model
     if resume is not None:
@@ -118,8 +172,17 @@ def load_tokenizer_and_model(model_args: ModelArguments, texts, resume: str | No
 
 
 def main() -> None:
-    argv = with_defaults(sys.argv[1:], DEMO_DEFAULTS, triggers=("--dataset_name", "--train_file", "--validation_file",
-                                                               "--test_file", "--model_name_or_path"))
+    argv = with_defaults(
+        sys.argv[1:],
+        DEMO_DEFAULTS,
+        triggers=(
+            "--dataset_name",
+            "--train_file",
+            "--validation_file",
+            "--test_file",
+            "--model_name_or_path",
+        ),
+    )
     model_args, data_args, args, run_args = parse_arguments(
         (ModelArguments, DataArguments, EncouragingSeq2SeqConfig, RunArguments), argv
     )
@@ -136,46 +199,76 @@ def main() -> None:
         raw = synthetic_translation_corpus()
     else:
         raw = load_raw_datasets(
-            dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
-            dataset_revision=data_args.dataset_revision, train_file=data_args.train_file,
-            validation_file=data_args.validation_file, test_file=data_args.test_file,
-            cache_dir=model_args.cache_dir, token=model_args.token,
+            dataset_name=data_args.dataset_name,
+            dataset_config_name=data_args.dataset_config_name,
+            dataset_revision=data_args.dataset_revision,
+            train_file=data_args.train_file,
+            validation_file=data_args.validation_file,
+            test_file=data_args.test_file,
+            cache_dir=model_args.cache_dir,
+            token=model_args.token,
         )
     pairs = select_translation_columns(
-        raw, source_lang=data_args.source_lang.split("_")[0], target_lang=data_args.target_lang.split("_")[0],
-        source_column=data_args.source_column, target_column=data_args.target_column,
+        raw,
+        source_lang=data_args.source_lang.split("_")[0],
+        target_lang=data_args.target_lang.split("_")[0],
+        source_column=data_args.source_column,
+        target_column=data_args.target_column,
     )
-    splits = select_samples(pairs, args, train=data_args.max_train_samples, validation=data_args.max_eval_samples,
-                            test=data_args.max_predict_samples)
+    splits = select_samples(
+        pairs,
+        args,
+        train=data_args.max_train_samples,
+        validation=data_args.max_eval_samples,
+        test=data_args.max_predict_samples,
+    )
 
     train_texts = [*splits["train"]["source"], *splits["train"]["target"]] if "train" in splits else []
     tokenizer, model = load_tokenizer_and_model(model_args, train_texts, resume)
     if hasattr(tokenizer, "src_lang"):  # multilingual tokenizers (mBART, M2M, NLLB)
         tokenizer.src_lang, tokenizer.tgt_lang = data_args.source_lang, data_args.target_lang
     if data_args.forced_bos_token is not None:
-        model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(data_args.forced_bos_token)
+        model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(
+            data_args.forced_bos_token
+        )
 
     with args.main_process_first(desc="tokenization"):
         tokenized = tokenize_translation(
-            splits, tokenizer, max_source_length=data_args.max_source_length,
-            max_target_length=data_args.max_target_length, source_prefix=data_args.source_prefix,
+            splits,
+            tokenizer,
+            max_source_length=data_args.max_source_length,
+            max_target_length=data_args.max_target_length,
+            source_prefix=data_args.source_prefix,
             num_proc=data_args.preprocessing_num_workers,
         )
 
     metrics = Seq2SeqMetrics(tokenizer)
     dataset_info = {
-        "id": DEMO_DATASET if demo else (data_args.dataset_name or data_args.train_file or data_args.validation_file
-                                          or data_args.test_file),
-        "config": data_args.dataset_config_name, "revision": data_args.dataset_revision,
-        "train_split": "train", "split": "test" if "test" in tokenized else "validation",
-        "source_lang": data_args.source_lang, "target_lang": data_args.target_lang,
+        "id": DEMO_DATASET
+        if demo
+        else (
+            data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
+        ),
+        "config": data_args.dataset_config_name,
+        "revision": data_args.dataset_revision,
+        "train_split": "train",
+        "split": "test" if "test" in tokenized else "validation",
+        "source_lang": data_args.source_lang,
+        "target_lang": data_args.target_lang,
     }
     trainer = EncouragingSeq2SeqTrainer(
-        model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        model=model,
+        args=args,
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         compute_metrics=metrics if args.predict_with_generate else None,
-        card_info={"base_model": model_args.model_name_or_path, "dataset": dataset_info,
-                   "extra": {"language": [data_args.source_lang, data_args.target_lang]}},
+        card_info={
+            "base_model": model_args.model_name_or_path,
+            "dataset": dataset_info,
+            "extra": {"language": [data_args.source_lang, data_args.target_lang]},
+        },
     )
 
     if args.do_train:
@@ -187,7 +280,9 @@ def main() -> None:
         wanted = args.do_eval if prefix == "eval" else args.do_predict
         if not wanted or split not in tokenized:
             continue
-        logger.info("*** %s (%s) ***", split, "generation" if args.predict_with_generate else "teacher-forced")
+        logger.info(
+            "*** %s (%s) ***", split, "generation" if args.predict_with_generate else "teacher-forced"
+        )
         output = trainer.predict(tokenized[split], metric_key_prefix=prefix)
         split_metrics = dict(output.metrics)
         if args.predict_with_generate:

@@ -9,8 +9,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_benchmark_writes_table_and_chart(tmp_path):
     subprocess.run(
-        [sys.executable, "scripts/benchmark_losses.py", "--quick", "--min-run-time", "0.01", "--output-dir", str(tmp_path)],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/benchmark_losses.py",
+            "--quick",
+            "--min-run-time",
+            "0.01",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     table = (tmp_path / "results.md").read_text()
     assert "F.cross_entropy(ls=0.1)" in table and "hf_losses apl (defaults)" in table

@@ -11,8 +11,14 @@ from hf_losses.cli import RunArguments, parse_arguments, warn_if_loss_changed, w
 
 def test_with_defaults_only_without_data_or_model_flags():
     defaults = ["--do_train", "--num_train_epochs", "3"]
-    assert with_defaults(["--loss", "cel"], defaults, triggers=("--train_file",)) == [*defaults, "--loss", "cel"]
-    assert with_defaults(["--train_file=a.jsonl"], defaults, triggers=("--train_file",)) == ["--train_file=a.jsonl"]
+    assert with_defaults(["--loss", "cel"], defaults, triggers=("--train_file",)) == [
+        *defaults,
+        "--loss",
+        "cel",
+    ]
+    assert with_defaults(["--train_file=a.jsonl"], defaults, triggers=("--train_file",)) == [
+        "--train_file=a.jsonl"
+    ]
     assert with_defaults(["recipe.yaml"], defaults, triggers=("--train_file",)) == ["recipe.yaml"]
 
 

@@ -19,13 +19,16 @@ def extreme_logits(rows: int, vocab: int, dtype: torch.dtype, scale: float) -> t
     return z.clamp(-scale, scale).to(dtype)
 
 
-@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e4), (torch.bfloat16, 1e4), (torch.float16, 1e4),
-                                         (torch.float64, 1e4)])
+@pytest.mark.parametrize(
+    "dtype,scale", [(torch.float32, 1e4), (torch.bfloat16, 1e4), (torch.float16, 1e4), (torch.float64, 1e4)]
+)
 @pytest.mark.parametrize("log_end,eps,rho", EL_SETTINGS)
 def test_encouraging_finite_for_extreme_logits(dtype, scale, log_end, eps, rho):
     z = extreme_logits(6, 50, dtype, scale).requires_grad_()
     target = torch.tensor([1, 0, 2, 3, -100, 4])
-    loss = encouraging_loss(z, target, log_end=log_end, label_smoothing=eps, bonus_weight=rho, reduction="sum")
+    loss = encouraging_loss(
+        z, target, log_end=log_end, label_smoothing=eps, bonus_weight=rho, reduction="sum"
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert torch.isfinite(z.grad.float()).all()

@@ -18,38 +18,70 @@ from hf_losses.data import synthetic_multilabel_corpus
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "classify.py"
 NUM_LABELS = 6
-TINY_MODEL = ["--vocab_size", "300", "--max_seq_length", "64", "--per_device_train_batch_size", "16",
-              "--per_device_eval_batch_size", "32", "--report_to", "none", "--disable_tqdm", "True"]
+TINY_MODEL = [
+    "--vocab_size",
+    "300",
+    "--max_seq_length",
+    "64",
+    "--per_device_train_batch_size",
+    "16",
+    "--per_device_eval_batch_size",
+    "32",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "True",
+]
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("HF_LOSSES_DEBUG", None)
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl with two text columns (title, body) and label names (topics), plus a tiny config."""
     root = tmp_path_factory.mktemp("classify_data")
-    corpus = synthetic_multilabel_corpus(num_train=64, num_validation=24, num_test=20, num_labels=NUM_LABELS, seed=3)
+    corpus = synthetic_multilabel_corpus(
+        num_train=64, num_validation=24, num_test=20, num_labels=NUM_LABELS, seed=3
+    )
     for split, ds in corpus.items():
         with open(root / f"{split}.jsonl", "w", encoding="utf-8") as handle:
             for row in ds:
                 words = row["text"].split()
-                handle.write(json.dumps({"title": " ".join(words[:4]), "body": " ".join(words[4:]),
-                                         "topics": row["labels"]}) + "\n")
-    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
-        root / "tiny_config"
-    )
+                handle.write(
+                    json.dumps(
+                        {"title": " ".join(words[:4]), "body": " ".join(words[4:]), "topics": row["labels"]}
+                    )
+                    + "\n"
+                )
+    BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(root / "tiny_config")
     return root
 
 
 def data_args(data_dir: Path) -> list[str]:
-    return ["--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "validation.jsonl"),
-            "--test_file", str(data_dir / "test.jsonl"), "--text_column", "title", "body", "--label_column", "topics",
-            "--model_config", str(data_dir / "tiny_config"), *TINY_MODEL]
+    return [
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--validation_file",
+        str(data_dir / "validation.jsonl"),
+        "--test_file",
+        str(data_dir / "test.jsonl"),
+        "--text_column",
+        "title",
+        "body",
+        "--label_column",
+        "topics",
+        "--model_config",
+        str(data_dir / "tiny_config"),
+        *TINY_MODEL,
+    ]
 
 
 @pytest.fixture
@@ -68,18 +100,50 @@ def load_script(monkeypatch):
 
 def test_local_files_end_to_end(tmp_path, data_dir):
     out = tmp_path / "out"
-    result = run_script([*data_args(data_dir), "--loss", "asl", "--gamma_neg", "2", "--max_steps", "4",
-                         "--tune_threshold", "--output_dir", str(out)], cwd=tmp_path)
+    result = run_script(
+        [
+            *data_args(data_dir),
+            "--loss",
+            "asl",
+            "--gamma_neg",
+            "2",
+            "--max_steps",
+            "4",
+            "--tune_threshold",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     results = json.loads((out / "all_results.json").read_text())
-    expected = {"train_loss", "eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_map", "eval_p@1", "eval_p@3",
-                "eval_p@5", "eval_ndcg@5", "eval_threshold", "test_f1_micro", "test_map", "test_p@1"}
+    expected = {
+        "train_loss",
+        "eval_loss",
+        "eval_f1_micro",
+        "eval_f1_macro",
+        "eval_map",
+        "eval_p@1",
+        "eval_p@3",
+        "eval_p@5",
+        "eval_ndcg@5",
+        "eval_threshold",
+        "test_f1_micro",
+        "test_map",
+        "test_p@1",
+    }
     assert expected <= results.keys()
     assert results["eval_samples"] == 24 and results["test_samples"] == 20
 
     config = json.loads((out / "config.json").read_text())
-    names = sorted({t for line in (data_dir / "train.jsonl").read_text().splitlines() for t in json.loads(line)["topics"]})
+    names = sorted(
+        {
+            t
+            for line in (data_dir / "train.jsonl").read_text().splitlines()
+            for t in json.loads(line)["topics"]
+        }
+    )
     assert config["id2label"] == {str(i): name for i, name in enumerate(names)}
     assert config["problem_type"] == "multi_label_classification"
     assert config["threshold"] == results["eval_threshold"]  # the tuned threshold is stored with the model
@@ -104,8 +168,23 @@ def test_local_files_end_to_end(tmp_path, data_dir):
 
 def test_embedded_demo_with_reduced_budget(tmp_path):
     out = tmp_path / "demo"
-    result = run_script(["--loss", "apl", "--max_steps", "5", "--max_train_samples", "64", "--max_eval_samples", "32",
-                         "--max_predict_samples", "32", "--output_dir", str(out)], cwd=tmp_path)
+    result = run_script(
+        [
+            "--loss",
+            "apl",
+            "--max_steps",
+            "5",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "32",
+            "--max_predict_samples",
+            "32",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     assert results["train_samples"] == 64 and results["eval_samples"] == 32 and results["test_samples"] == 32
@@ -128,7 +207,9 @@ def test_unknown_loss_is_one_line_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_label_column_is_one_line_and_writes_nothing(tmp_path, data_dir, monkeypatch, capsys, load_script):
+def test_missing_label_column_is_one_line_and_writes_nothing(
+    tmp_path, data_dir, monkeypatch, capsys, load_script
+):
     script = load_script()
     out = tmp_path / "out"
     args = [arg if arg != "topics" else "tags" for arg in data_args(data_dir)]
@@ -151,7 +232,9 @@ def test_push_to_hub_uploads_output_dir_with_card(tmp_path, data_dir, monkeypatc
 
     def upload_folder(self, **kwargs):
         folder = Path(kwargs["folder_path"])
-        uploads.append({**kwargs, "card": (folder / "README.md").read_text(), "files": sorted(os.listdir(folder))})
+        uploads.append(
+            {**kwargs, "card": (folder / "README.md").read_text(), "files": sorted(os.listdir(folder))}
+        )
         return SimpleNamespace(commit_url="https://huggingface.co/me/tiny/commit/0", done=lambda: True)
 
     def create_repo(self, repo_id, **kwargs):
@@ -165,14 +248,31 @@ def test_push_to_hub_uploads_output_dir_with_card(tmp_path, data_dir, monkeypatc
 
     out = tmp_path / "tiny-apl"
     token = "hf_" + "x" * 30
-    load_script().main([*data_args(data_dir), "--loss", "apl", "--max_steps", "2", "--save_strategy", "no",
-                        "--push_to_hub", "--hub_model_id", "me/tiny-apl", "--hub_token", token,
-                        "--output_dir", str(out)])
+    load_script().main(
+        [
+            *data_args(data_dir),
+            "--loss",
+            "apl",
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/tiny-apl",
+            "--hub_token",
+            token,
+            "--output_dir",
+            str(out),
+        ]
+    )
 
     assert created and all(repo == "me/tiny-apl" for repo in created)
     final = uploads[-1]
     assert Path(final["folder_path"]) == out and final["repo_id"] == "me/tiny-apl"
-    assert {"README.md", "config.json", "model.safetensors", "predictions.jsonl", "all_results.json"} <= set(final["files"])
+    assert {"README.md", "config.json", "model.safetensors", "predictions.jsonl", "all_results.json"} <= set(
+        final["files"]
+    )
     assert "asymmetric polynomial loss" in final["card"] and "model-index" in final["card"]
     assert "generated_from_trainer" not in final["card"]  # our card, not the generic Trainer draft
     assert token not in final["card"]

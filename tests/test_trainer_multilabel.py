@@ -10,7 +10,9 @@ from hf_losses.metrics import MultiLabelMetrics
 from hf_losses.trainers.multilabel import LOSS_KNOBS
 from tests.helpers.tiny import NUM_LABELS, multilabel_dataset, one_step_args, tiny_bert, tiny_tokenizer
 
-APL = dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha1=-1.0, alpha2=1.25, beta1=0.0, detach_focusing_weight=True)
+APL = dict(
+    gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha1=-1.0, alpha2=1.25, beta1=0.0, detach_focusing_weight=True
+)
 
 
 def collator():
@@ -33,10 +35,15 @@ def exact_reference_step(dataset, **knobs) -> dict[str, torch.Tensor]:
 
 
 def make_trainer(tmp_path, batch_size, accumulation, dataset, **config):
-    args = MultiLabelConfig(**one_step_args(str(tmp_path), per_device_train_batch_size=batch_size,
-                                            gradient_accumulation_steps=accumulation), **config)
-    return MultiLabelTrainer(model=tiny_bert(), args=args, train_dataset=dataset, eval_dataset=dataset,
-                             data_collator=collator())
+    args = MultiLabelConfig(
+        **one_step_args(
+            str(tmp_path), per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation
+        ),
+        **config,
+    )
+    return MultiLabelTrainer(
+        model=tiny_bert(), args=args, train_dataset=dataset, eval_dataset=dataset, data_collator=collator()
+    )
 
 
 @pytest.mark.parametrize("batch_size,accumulation", [(8, 1), (4, 2), (2, 4)])
@@ -47,15 +54,20 @@ def test_one_step_equals_exact_mean_over_label_entries(tmp_path, batch_size, acc
     initial = dict(tiny_bert().named_parameters())
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, atol=2e-6, rtol=1e-5, msg=name)
-    assert not torch.equal(got["classifier.weight"], initial["classifier.weight"])  # the step moved the weights
+    assert not torch.equal(
+        got["classifier.weight"], initial["classifier.weight"]
+    )  # the step moved the weights
 
 
 def test_bce_matches_stock_trainer(tmp_path):
     dataset = multilabel_dataset(8)
     ours = params_after_step(make_trainer(tmp_path / "ours", 8, 1, dataset, loss="bce"))
-    stock = Trainer(model=tiny_bert(), args=TrainingArguments(**one_step_args(str(tmp_path / "stock"),
-                                                                              per_device_train_batch_size=8)),
-                    train_dataset=dataset, data_collator=collator())
+    stock = Trainer(
+        model=tiny_bert(),
+        args=TrainingArguments(**one_step_args(str(tmp_path / "stock"), per_device_train_batch_size=8)),
+        train_dataset=dataset,
+        data_collator=collator(),
+    )
     theirs = params_after_step(stock)
     assert stock.model.config.problem_type == "multi_label_classification"
     for name, value in theirs.items():
@@ -79,12 +91,24 @@ def test_evaluation_loss_is_exact_mean(tmp_path):
     "overrides,expected",
     [
         ({"loss": "apl"}, APL),
-        ({"loss": "bce"}, dict(gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=0.0, alpha2=0.0, beta1=0.0,
-                               detach_focusing_weight=True)),
+        (
+            {"loss": "bce"},
+            dict(
+                gamma_pos=0.0,
+                gamma_neg=0.0,
+                clip=0.0,
+                alpha1=0.0,
+                alpha2=0.0,
+                beta1=0.0,
+                detach_focusing_weight=True,
+            ),
+        ),
         ({"loss": "asl"}, dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha1=0.0, alpha2=0.0, beta1=0.0)),
         ({"loss": "asl", "gamma_neg": 2.0}, dict(gamma_neg=2.0, clip=0.05, alpha1=0.0)),
-        ({"loss": "focal"}, dict(gamma_pos=2.0, gamma_neg=2.0, clip=0.0, alpha1=0.0, beta1=0.0,
-                                 detach_focusing_weight=False)),
+        (
+            {"loss": "focal"},
+            dict(gamma_pos=2.0, gamma_neg=2.0, clip=0.0, alpha1=0.0, beta1=0.0, detach_focusing_weight=False),
+        ),
         ({"loss": "focal", "detach_focusing_weight": True}, dict(gamma_pos=2.0, detach_focusing_weight=True)),
         ({"loss": "poly1"}, dict(gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=1.0, alpha2=0.0, beta1=1.0)),
         ({"loss": "poly1", "poly_epsilon": 2.5}, dict(alpha1=2.5, beta1=2.5, alpha2=0.0)),
@@ -109,7 +133,14 @@ def test_presets_resolve_through_the_argument_parser(tmp_path):
         ["--output_dir", str(tmp_path), "--loss", "asl", "--gamma_neg", "2", "--clip", "0"]
     )
     assert (args.gamma_pos, args.gamma_neg, args.clip, args.alpha1) == (0.0, 2.0, 0.0, 0.0)
-    assert args.loss_settings() == {"loss": "asl", **APL, "alpha1": 0.0, "alpha2": 0.0, "gamma_neg": 2.0, "clip": 0.0}
+    assert args.loss_settings() == {
+        "loss": "asl",
+        **APL,
+        "alpha1": 0.0,
+        "alpha2": 0.0,
+        "gamma_neg": 2.0,
+        "clip": 0.0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -132,8 +163,12 @@ def test_config_rejects_invalid_values(tmp_path, overrides, field):
 
 def test_trainer_needs_multilabel_config(tmp_path):
     with pytest.raises(TypeError, match="MultiLabelConfig"):
-        MultiLabelTrainer(model=tiny_bert(), args=TrainingArguments(output_dir=str(tmp_path)),
-                          train_dataset=multilabel_dataset(8), data_collator=collator())
+        MultiLabelTrainer(
+            model=tiny_bert(),
+            args=TrainingArguments(output_dir=str(tmp_path)),
+            train_dataset=multilabel_dataset(8),
+            data_collator=collator(),
+        )
 
 
 def test_tune_threshold_stores_threshold_everywhere(tmp_path):
@@ -143,7 +178,10 @@ def test_tune_threshold_stores_threshold_everywhere(tmp_path):
     assert 0.0 < threshold < 1.0 and 0.0 <= f1 <= 1.0
     assert trainer.args.threshold == threshold
     assert trainer.model.config.threshold == threshold
-    assert isinstance(trainer.compute_metrics, MultiLabelMetrics) and trainer.compute_metrics.threshold == threshold
+    assert (
+        isinstance(trainer.compute_metrics, MultiLabelMetrics)
+        and trainer.compute_metrics.threshold == threshold
+    )
     # the chosen threshold is the best of the grid on that data (micro-F1 computed independently here)
     metrics = trainer.evaluate()
     assert metrics["eval_f1_micro"] == pytest.approx(f1)
@@ -151,5 +189,9 @@ def test_tune_threshold_stores_threshold_everywhere(tmp_path):
     targets = np.asarray(dataset["labels"], dtype=int)
     for candidate in np.linspace(0.05, 0.95, 19):
         pred = trainer.compute_metrics.last_scores >= candidate
-        tp, fp, fn = (pred & (targets == 1)).sum(), (pred & (targets == 0)).sum(), (~pred & (targets == 1)).sum()
+        tp, fp, fn = (
+            (pred & (targets == 1)).sum(),
+            (pred & (targets == 0)).sum(),
+            (~pred & (targets == 1)).sum(),
+        )
         assert (2 * tp / max(2 * tp + fp + fn, 1)) <= f1 + 1e-12

@@ -19,22 +19,38 @@ def exact_reference_step(dataset, **loss) -> dict[str, torch.Tensor]:
     """theta - lr * grad of the exact token mean over all examples, computed by hand."""
     model, tokenizer = tiny_marian(), tiny_tokenizer()
     batch = DataCollatorForSeq2Seq(tokenizer, model=model)(list(dataset))
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   decoder_input_ids=batch["decoder_input_ids"]).logits
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=batch["decoder_input_ids"],
+    ).logits
     log_end = loss["log_end"] if loss["loss"] == "cel" else 1.0
     rho = 0.0 if loss["loss"] == "ce" else loss["bonus_weight"]
-    value = encouraging_loss(logits, batch["labels"], log_end=log_end, bonus_weight=rho,
-                             label_smoothing=loss["label_smoothing_factor"])
+    value = encouraging_loss(
+        logits,
+        batch["labels"],
+        log_end=log_end,
+        bonus_weight=rho,
+        label_smoothing=loss["label_smoothing_factor"],
+    )
     value.backward()
     return {k: (v - 1.0 * v.grad if v.grad is not None else v).detach() for k, v in model.named_parameters()}
 
 
 def make_trainer(tmp_path, batch_size, accumulation, dataset, **loss):
     model, tokenizer = tiny_marian(), tiny_tokenizer()
-    args = EncouragingSeq2SeqConfig(**one_step_args(str(tmp_path), per_device_train_batch_size=batch_size,
-                                                    gradient_accumulation_steps=accumulation), **loss)
-    return EncouragingSeq2SeqTrainer(model=model, args=args, train_dataset=dataset,
-                                     data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    args = EncouragingSeq2SeqConfig(
+        **one_step_args(
+            str(tmp_path), per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation
+        ),
+        **loss,
+    )
+    return EncouragingSeq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
 
 
 @pytest.mark.parametrize("batch_size,accumulation", [(8, 1), (4, 2), (2, 4)])
@@ -56,12 +72,19 @@ def test_naive_per_batch_mean_would_differ(tmp_path):
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_ce_matches_stock_seq2seq_trainer(tmp_path, eps):
     dataset = seq2seq_dataset(8)
-    ours = params_after_step(make_trainer(tmp_path / "ours", 8, 1, dataset, loss="ce", label_smoothing_factor=eps))
+    ours = params_after_step(
+        make_trainer(tmp_path / "ours", 8, 1, dataset, loss="ce", label_smoothing_factor=eps)
+    )
     model, tokenizer = tiny_marian(), tiny_tokenizer()
-    stock_args = Seq2SeqTrainingArguments(**one_step_args(str(tmp_path / "stock"), per_device_train_batch_size=8,
-                                                          label_smoothing_factor=eps))
-    stock = Seq2SeqTrainer(model=model, args=stock_args, train_dataset=dataset,
-                           data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    stock_args = Seq2SeqTrainingArguments(
+        **one_step_args(str(tmp_path / "stock"), per_device_train_batch_size=8, label_smoothing_factor=eps)
+    )
+    stock = Seq2SeqTrainer(
+        model=model,
+        args=stock_args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
     theirs = params_after_step(stock)
     for name, value in theirs.items():
         torch.testing.assert_close(ours[name], value, atol=2e-6, rtol=1e-5, msg=name)
@@ -83,8 +106,11 @@ def test_evaluation_reports_exact_token_means(tmp_path):
     model, tokenizer = tiny_marian(), tiny_tokenizer()
     batch = DataCollatorForSeq2Seq(tokenizer, model=model)(list(dataset))
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=batch["decoder_input_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+        ).logits
     expected = encouraging_loss(logits, batch["labels"], log_end=0.5, label_smoothing=0.1)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"])
     assert metrics["eval_loss"] == pytest.approx(float(expected), rel=1e-5)
@@ -93,8 +119,13 @@ def test_evaluation_reports_exact_token_means(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides,field",
-    [({"loss": "xl"}, "--loss"), ({"log_end": 0.0}, "--log_end"), ({"log_end": 1.5}, "--log_end"),
-     ({"bonus_weight": -1.0}, "--bonus_weight"), ({"label_smoothing_factor": 1.0}, "--label_smoothing_factor")],
+    [
+        ({"loss": "xl"}, "--loss"),
+        ({"log_end": 0.0}, "--log_end"),
+        ({"log_end": 1.5}, "--log_end"),
+        ({"bonus_weight": -1.0}, "--bonus_weight"),
+        ({"label_smoothing_factor": 1.0}, "--label_smoothing_factor"),
+    ],
 )
 def test_config_rejects_invalid_values(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=field):

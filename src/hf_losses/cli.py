@@ -36,7 +36,9 @@ class RunArguments:
 
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start from scratch even if output_dir holds checkpoints (otherwise training resumes)."},
+        metadata={
+            "help": "Start from scratch even if output_dir holds checkpoints (otherwise training resumes)."
+        },
     )
 
 
@@ -75,8 +77,11 @@ def run_cli(main: Callable[[], None]) -> None:
 
 def setup_logging(training_args) -> None:
     """Log like transformers' examples: info on the main process, warnings elsewhere."""
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     level = training_args.get_process_log_level()
     # Our own progress messages (e.g. "Resuming from ...") show on the main process unless --log_level says otherwise.
     passive = training_args.log_level == "passive" and training_args.should_log
@@ -100,9 +105,7 @@ class _DropBuilderErrors(logging.Filter):
         return record.levelno < logging.ERROR
 
 
-_LAUNCH_HINT = (
-    "launch with `accelerate launch --multi_gpu --num_processes N ...` (add --use_cpu without GPUs) or unset WORLD_SIZE"
-)
+_LAUNCH_HINT = "launch with `accelerate launch --multi_gpu --num_processes N ...` (add --use_cpu without GPUs) or unset WORLD_SIZE"
 
 
 def check_launch_environment() -> None:
@@ -114,7 +117,9 @@ def check_launch_environment() -> None:
     try:
         announced = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} in the environment is not an integer") from None
+        raise UsageError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} in the environment is not an integer"
+        ) from None
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if announced > 1 and missing:
         raise UsageError(
@@ -138,7 +143,9 @@ def resume_checkpoint(training_args, run_args: RunArguments) -> str | None:
     """The checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir (unless overwriting)."""
     if training_args.resume_from_checkpoint is not None:
         if not Path(training_args.resume_from_checkpoint).is_dir():
-            raise UsageError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a directory")
+            raise UsageError(
+                f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a directory"
+            )
         warn_if_loss_changed(training_args.resume_from_checkpoint, training_args)
         return training_args.resume_from_checkpoint
     output_dir = Path(training_args.output_dir)
@@ -165,13 +172,20 @@ def warn_if_loss_changed(checkpoint: str | None, training_args) -> None:
     if not hasattr(saved, "loss_settings"):
         return
     before, now = saved.loss_settings(), training_args.loss_settings()
-    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
+    changed = [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted({*before, *now})
+        if before.get(k) != now.get(k)
+    ]
     if changed:
         bar = "!" * 100
         logger.warning(
             "\n%s\nRESUMING %s WITH DIFFERENT LOSS SETTINGS: %s.\nThe continued run is not the run that "
             "produced this checkpoint; start a new output_dir (or --overwrite_output_dir) to compare losses.\n%s",
-            bar, checkpoint, "; ".join(changed), bar,
+            bar,
+            checkpoint,
+            "; ".join(changed),
+            bar,
         )
 
 
@@ -201,10 +215,14 @@ def check_hub_access(training_args) -> None:
     from huggingface_hub import HfApi, constants, get_token
 
     if constants.HF_HUB_OFFLINE:
-        raise UsageError("--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it or drop --push_to_hub")
+        raise UsageError(
+            "--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it or drop --push_to_hub"
+        )
     token = training_args.hub_token or get_token()
     if not token:
-        raise UsageError("--push_to_hub needs a Hub token: run `hf auth login`, set HF_TOKEN or pass --hub_token")
+        raise UsageError(
+            "--push_to_hub needs a Hub token: run `hf auth login`, set HF_TOKEN or pass --hub_token"
+        )
     repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
     api = HfApi(token=token)
     try:
@@ -214,12 +232,18 @@ def check_hub_access(training_args) -> None:
         api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
     except Exception as err:  # network errors, 401/403 from the Hub: all mean "cannot push"
         reason = " ".join(str(err).split())[:200]
-        raise UsageError(f"--push_to_hub: cannot write to Hub repo {repo_id} ({type(err).__name__}: {reason})") from err
+        raise UsageError(
+            f"--push_to_hub: cannot write to Hub repo {repo_id} ({type(err).__name__}: {reason})"
+        ) from err
 
 
 def select_samples(splits, training_args, **limits: int | None):
     """Keep the splits the run needs, each truncated to its --max_*_samples limit."""
-    needed = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    needed = {
+        "train": training_args.do_train,
+        "validation": training_args.do_eval,
+        "test": training_args.do_predict,
+    }
     for split, wanted in needed.items():
         if wanted and split not in splits:
             flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]

@@ -11,30 +11,61 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, MarianConfig, PreTrainedModel
 
 _FAIRSEQ_TRANSFORMER = dict(
-    activation_function="relu", scale_embedding=True, max_position_embeddings=1024, init_std=0.02,
+    activation_function="relu",
+    scale_embedding=True,
+    max_position_embeddings=1024,
+    init_std=0.02,
 )
 
 SEQ2SEQ_PRESETS: dict[str, dict] = {
     # Small enough to learn the embedded synthetic corpus in about two minutes on a 2-core CPU.
     "demo": dict(
-        vocab_size=1000, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.1,
-        attention_dropout=0.0, activation_dropout=0.0, max_position_embeddings=128, activation_function="relu",
+        vocab_size=1000,
+        d_model=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        max_position_embeddings=128,
+        activation_function="relu",
         scale_embedding=True,
     ),
     # SPEC section 3, IWSLT14 De->En: 6+6 layers, d_model 512, FFN 1024, 4 heads, dropout 0.4, unshared
     # encoder/decoder embeddings (joint BPE vocabulary of about 10k).
     "transformer-iwslt14-de-en": dict(
-        vocab_size=10000, d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.4,
-        attention_dropout=0.0, activation_dropout=0.0, share_encoder_decoder_embeddings=False,
+        vocab_size=10000,
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        dropout=0.4,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        share_encoder_decoder_embeddings=False,
         **_FAIRSEQ_TRANSFORMER,
     ),
     # SPEC section 3, IWSLT17 Fr->En: 2+2 layers, all embeddings shared, dropout 0.3, sentencepiece 16k.
     "transformer-iwslt17-fr-en": dict(
-        vocab_size=16000, d_model=512, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.3,
-        attention_dropout=0.0, activation_dropout=0.0, **_FAIRSEQ_TRANSFORMER,
+        vocab_size=16000,
+        d_model=512,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        dropout=0.3,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        **_FAIRSEQ_TRANSFORMER,
     ),
 }
 
@@ -47,8 +78,12 @@ def preset_vocab_size(model_config: str) -> int | None:
 
 def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
     """A randomly initialised seq2seq model from a preset name or a config.json path, sized to `tokenizer`."""
-    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                   decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=tokenizer.eos_token_id)
+    special = dict(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
     if model_config in SEQ2SEQ_PRESETS:
         fields = {**SEQ2SEQ_PRESETS[model_config], "vocab_size": len(tokenizer), **special}
         config = MarianConfig(**fields, decoder_vocab_size=len(tokenizer))

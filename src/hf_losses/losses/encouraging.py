@@ -49,7 +49,9 @@ class _RowSettings(NamedTuple):
     rho: float
 
 
-def _bonus_and_ratio(log_p: torch.Tensor, log_q: torch.Tensor, le: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _bonus_and_ratio(
+    log_p: torch.Tensor, log_q: torch.Tensor, le: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For the target: b(p) and log(p / (1 - min(p, LE))), from log p and log(1 - p)."""
     if le >= 1.0:
         return log_q, log_p - log_q
@@ -170,14 +172,22 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
             coef = coef + k * rho * (log_ratio_top + log_scale).clamp(max=log_cap).exp()
             grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
         # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
-        torch.addcmul(_masked(torch.full_like(scale, -k), valid).unsqueeze(1), x, _masked(coef, valid).unsqueeze(1), out=out)
+        torch.addcmul(
+            _masked(torch.full_like(scale, -k), valid).unsqueeze(1),
+            x,
+            _masked(coef, valid).unsqueeze(1),
+            out=out,
+        )
         out.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
         if top is not None:
             # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
             p_top = top.log_p.exp()
             grad_top = (
-                (1.0 - eps) * (p_top + rho * ry_scale) + eps * p_top + k * rho * (rest * p_top + ry_scale)
-                - k * rho * (log_ratio_top + top.log_q).exp() - k
+                (1.0 - eps) * (p_top + rho * ry_scale)
+                + eps * p_top
+                + k * rho * (rest * p_top + ry_scale)
+                - k * rho * (log_ratio_top + top.log_q).exp()
+                - k
             )
             out.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1))
     else:
@@ -258,10 +268,16 @@ def encouraging_loss_with_stats(
     flat_logits = logits.reshape(-1, vocab)
     flat_target = target.reshape(-1)
     valid = flat_target != ignore_index
-    check_values("target", valid & ((flat_target < 0) | (flat_target >= vocab)), f"class indices in [0, {vocab}) or ignore_index={ignore_index}")
+    check_values(
+        "target",
+        valid & ((flat_target < 0) | (flat_target >= vocab)),
+        f"class indices in [0, {vocab}) or ignore_index={ignore_index}",
+    )
     settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
     need_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, nll, bonus = _FusedEncouragingLoss.apply(flat_logits, flat_target, settings, ignore_index, need_grad)
+    loss, nll, bonus = _FusedEncouragingLoss.apply(
+        flat_logits, flat_target, settings, ignore_index, need_grad
+    )
     num_tokens = valid.sum()
     loss = reduce(loss.view(target.shape), reduction, num_tokens)
     return EncouragingLossOutput(loss, nll.sum(), bonus.sum(), num_tokens)

@@ -128,7 +128,9 @@ class _FusedAsymmetricPolynomialLoss(torch.autograd.Function):
         step = chunk_rows(flat.numel(), 1, flat.device)
         for start in range(0, flat.numel(), step):
             sl = slice(start, start + step)
-            loss[sl] = _apl_chunk(flat[sl].to(dtype), positive[sl], settings, None if grad is None else grad[sl])
+            loss[sl] = _apl_chunk(
+                flat[sl].to(dtype), positive[sl], settings, None if grad is None else grad[sl]
+            )
         ctx.saved_gradient = grad
         ctx.logits_shape = logits.shape
         return loss.view(logits.shape)
@@ -168,14 +170,21 @@ def asymmetric_polynomial_loss(
     elements like ``BCEWithLogitsLoss``; "sum" is what the authors return; "none" keeps the shape.
     """
     settings = _Settings(
-        float(gamma_pos), float(gamma_neg), float(clip), float(alpha1), float(alpha2), float(beta1),
+        float(gamma_pos),
+        float(gamma_neg),
+        float(clip),
+        float(alpha1),
+        float(alpha2),
+        float(beta1),
         bool(detach_focusing_weight),
     )
     _check_settings(settings, reduction)
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if tuple(targets.shape) != tuple(logits.shape):
-        raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)} must equal logits shape {tuple(logits.shape)}"
+        )
     positive = targets > 0.5
     check_values("targets", targets != positive, "0 and 1 (multi-hot labels)")
     need_grad = torch.is_grad_enabled() and logits.requires_grad
@@ -200,7 +209,12 @@ class AsymmetricPolynomialLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.settings = _Settings(
-            float(gamma_pos), float(gamma_neg), float(clip), float(alpha1), float(alpha2), float(beta1),
+            float(gamma_pos),
+            float(gamma_neg),
+            float(clip),
+            float(alpha1),
+            float(alpha2),
+            float(beta1),
             bool(detach_focusing_weight),
         )
         _check_settings(self.settings, reduction)
@@ -209,9 +223,20 @@ class AsymmetricPolynomialLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         s = self.settings
         return asymmetric_polynomial_loss(
-            logits, targets, gamma_pos=s.gamma_pos, gamma_neg=s.gamma_neg, clip=s.clip, alpha1=s.alpha1,
-            alpha2=s.alpha2, beta1=s.beta1, detach_focusing_weight=s.detach, reduction=self.reduction,
+            logits,
+            targets,
+            gamma_pos=s.gamma_pos,
+            gamma_neg=s.gamma_neg,
+            clip=s.clip,
+            alpha1=s.alpha1,
+            alpha2=s.alpha2,
+            beta1=s.beta1,
+            detach_focusing_weight=s.detach,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.settings._asdict().items()) + f", reduction={self.reduction!r}"
+        return (
+            ", ".join(f"{k}={v}" for k, v in self.settings._asdict().items())
+            + f", reduction={self.reduction!r}"
+        )

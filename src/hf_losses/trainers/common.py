@@ -58,7 +58,9 @@ class LossTrainerMixin:
         self.card_info = dict(card_info or {})
         self.last_eval_metrics: dict[str, float] = {}
 
-    def loss_terms(self, outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_terms(
+        self, outputs, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
@@ -123,7 +125,9 @@ class LossTrainerMixin:
             count = self.accelerator.reduce(count, reduction="sum")
         return batches, count
 
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None
+    ) -> torch.Tensor:
         """The stock step, stopped (on every process) as soon as any process's loss is NaN or infinite.
 
         The check costs one host sync per micro-batch; it runs before the optimiser step, so no update
@@ -199,10 +203,14 @@ class LossTrainerMixin:
             logs.update({k: round(v, 6) for k, v in self._pop_means("train").items() if k != "loss"})
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         """Run the stock loop, then report exact per-item means (loss and statistics) over the whole set."""
         self._stat_sums("eval").clear()
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
         for name, value in self._pop_means("eval").items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         if metric_key_prefix == "eval":
@@ -223,7 +231,9 @@ class LossTrainerMixin:
         """Save as usual, then write the current model card next to the weights."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            write_model_card(self.model_card(), output_dir if output_dir is not None else self.args.output_dir)
+            write_model_card(
+                self.model_card(), output_dir if output_dir is not None else self.args.output_dir
+            )
 
     def create_model_card(self, *args, **kwargs) -> None:
         """``push_to_hub`` calls this: write our card instead of the generic Trainer draft."""
@@ -234,9 +244,21 @@ class LossTrainerMixin:
 def training_hyperparameters(args) -> dict:
     """The training hyperparameters worth a line in a model card."""
     keys = (
-        "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-        "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "optim", "bf16", "fp16",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "max_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "seed",
+        "optim",
+        "bf16",
+        "fp16",
     )
     values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
-    values["total_train_batch_size"] = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    values["total_train_batch_size"] = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
     return values

@@ -17,11 +17,45 @@ LOSS_KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "de
 
 # Each --loss is a preset of SPEC section 2; "poly1" takes alpha1 = beta1 = poly_epsilon when resolved.
 PRESETS: dict[str, dict[str, float | bool]] = {
-    "bce": dict(gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=0.0, alpha2=0.0, beta1=0.0, detach_focusing_weight=True),
-    "asl": dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha1=0.0, alpha2=0.0, beta1=0.0, detach_focusing_weight=True),
-    "focal": dict(gamma_pos=2.0, gamma_neg=2.0, clip=0.0, alpha1=0.0, alpha2=0.0, beta1=0.0, detach_focusing_weight=False),
-    "poly1": dict(gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=None, alpha2=0.0, beta1=None, detach_focusing_weight=True),
-    "apl": dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, alpha1=-1.0, alpha2=1.25, beta1=0.0, detach_focusing_weight=True),
+    "bce": dict(
+        gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=0.0, alpha2=0.0, beta1=0.0, detach_focusing_weight=True
+    ),
+    "asl": dict(
+        gamma_pos=0.0,
+        gamma_neg=4.0,
+        clip=0.05,
+        alpha1=0.0,
+        alpha2=0.0,
+        beta1=0.0,
+        detach_focusing_weight=True,
+    ),
+    "focal": dict(
+        gamma_pos=2.0,
+        gamma_neg=2.0,
+        clip=0.0,
+        alpha1=0.0,
+        alpha2=0.0,
+        beta1=0.0,
+        detach_focusing_weight=False,
+    ),
+    "poly1": dict(
+        gamma_pos=0.0,
+        gamma_neg=0.0,
+        clip=0.0,
+        alpha1=None,
+        alpha2=0.0,
+        beta1=None,
+        detach_focusing_weight=True,
+    ),
+    "apl": dict(
+        gamma_pos=0.0,
+        gamma_neg=4.0,
+        clip=0.05,
+        alpha1=-1.0,
+        alpha2=1.25,
+        beta1=0.0,
+        detach_focusing_weight=True,
+    ),
 }
 
 
@@ -32,18 +66,29 @@ class MultiLabelConfig(OmitSecretsWhenPickled, TrainingArguments):
     After construction every knob holds its resolved value, so checkpoints and cards record what ran.
     """
 
-    loss: str = field(default="apl", metadata={"help": f"One of {', '.join(PRESETS)}: a preset of the knobs below."})
+    loss: str = field(
+        default="apl", metadata={"help": f"One of {', '.join(PRESETS)}: a preset of the knobs below."}
+    )
     gamma_pos: float | None = field(default=None, metadata={"help": "Focusing exponent of positives (>= 0)."})
     gamma_neg: float | None = field(default=None, metadata={"help": "Focusing exponent of negatives (>= 0)."})
     clip: float | None = field(default=None, metadata={"help": "Probability shift of negatives, in [0, 1)."})
-    alpha1: float | None = field(default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."})
-    alpha2: float | None = field(default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."})
-    beta1: float | None = field(default=None, metadata={"help": "Weight of p_m in the negative polynomial."})
-    poly_epsilon: float = field(default=1.0, metadata={"help": "Epsilon of the poly1 preset (alpha1 = beta1)."})
-    detach_focusing_weight: bool | None = field(
-        default=None, metadata={"help": "Treat the focusing weights as constants in backward (APL/ASL default)."}
+    alpha1: float | None = field(
+        default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."}
     )
-    threshold: float = field(default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."})
+    alpha2: float | None = field(
+        default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."}
+    )
+    beta1: float | None = field(default=None, metadata={"help": "Weight of p_m in the negative polynomial."})
+    poly_epsilon: float = field(
+        default=1.0, metadata={"help": "Epsilon of the poly1 preset (alpha1 = beta1)."}
+    )
+    detach_focusing_weight: bool | None = field(
+        default=None,
+        metadata={"help": "Treat the focusing weights as constants in backward (APL/ASL default)."},
+    )
+    threshold: float = field(
+        default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."}
+    )
     tune_threshold: bool = field(
         default=False, metadata={"help": "Pick the global threshold that maximises validation micro-F1."}
     )
@@ -111,7 +156,9 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
 
     def tune_threshold(self, eval_dataset=None) -> tuple[float, float]:
         """Set the global threshold maximising micro-F1 on `eval_dataset`; store it in args, metrics and model config."""
-        output = self.predict(eval_dataset if eval_dataset is not None else self.eval_dataset, metric_key_prefix="tune")
+        output = self.predict(
+            eval_dataset if eval_dataset is not None else self.eval_dataset, metric_key_prefix="tune"
+        )
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         threshold, f1 = tune_threshold(sigmoid(logits), np.asarray(output.label_ids))
         self.args.threshold = threshold

@@ -24,19 +24,26 @@ class EncouragingSeq2SeqConfig(OmitSecretsWhenPickled, Seq2SeqTrainingArguments)
 
     loss: str = field(
         default="cel",
-        metadata={"help": "ce: cross-entropy; el: full bonus log(1-p) (log_end=1); cel: conservative bonus (log_end)."},
+        metadata={
+            "help": "ce: cross-entropy; el: full bonus log(1-p) (log_end=1); cel: conservative bonus (log_end)."
+        },
     )
     log_end: float = field(
-        default=0.5, metadata={"help": "LE in (0, 1]: where the CEL bonus turns linear (ignored by el and ce)."}
+        default=0.5,
+        metadata={"help": "LE in (0, 1]: where the CEL bonus turns linear (ignored by el and ce)."},
     )
-    bonus_weight: float = field(default=1.0, metadata={"help": "rho >= 0: weight of the bonus (0 is cross-entropy)."})
+    bonus_weight: float = field(
+        default=1.0, metadata={"help": "rho >= 0: weight of the bonus (0 is cross-entropy)."}
+    )
 
     def __post_init__(self):
         if self.loss not in SEQ2SEQ_LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(SEQ2SEQ_LOSSES)}; got {self.loss!r}")
         check_range("--log_end", self.log_end, 0.0, 1.0, low_open=True, high_open=False)
         check_non_negative("--bonus_weight", self.bonus_weight)
-        check_range("--label_smoothing_factor", self.label_smoothing_factor, 0.0, 1.0, low_open=False, high_open=True)
+        check_range(
+            "--label_smoothing_factor", self.label_smoothing_factor, 0.0, 1.0, low_open=False, high_open=True
+        )
         super().__post_init__()
 
     @property
@@ -101,7 +108,9 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
         )
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         """Also drop, from generated predictions, the examples accelerate repeats to even out the last batch.
 
         ``Seq2SeqTrainer.evaluate``/``predict`` gather generations with plain ``gather`` (so that
@@ -111,12 +120,16 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
         """
         gen_kwargs = getattr(self, "_gen_kwargs", None) or {}
         config = gen_kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
-        sequences = gen_kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", None) or 1
+        sequences = (
+            gen_kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", None) or 1
+        )
         if sequences == 1:
             self.gather_function = functools.partial(
                 self.accelerator.gather_for_metrics, use_gather_object=self.args.eval_use_gather_object
             )
-        return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        return super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
 
     def _teacher_forced_loss(self, outputs, labels, **_):
         loss_sum, num_items, stats = self._eval_terms(outputs, labels)
