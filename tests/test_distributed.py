@@ -16,11 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DataCollatorWithPadding, MarianConfig
+from transformers import DataCollatorWithPadding
 
 from hf_losses import asymmetric_polynomial_loss
 from tests.helpers import ddp_step
-from tests.helpers.tiny import multilabel_dataset, seq2seq_dataset, tiny_bert, tiny_tokenizer
+from tests.helpers.tiny import (
+    multilabel_dataset,
+    seq2seq_dataset,
+    tiny_bert,
+    tiny_marian_config,
+    tiny_tokenizer,
+)
 from tests.test_trainer_seq2seq import exact_reference_step
 
 pytestmark = pytest.mark.distributed
@@ -158,24 +164,7 @@ def _write_data(root: Path) -> dict[str, Path]:
         paths[split].write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
-    MarianConfig(
-        vocab_size=200,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        forced_eos_token_id=1,
-    ).save_pretrained(root / "tiny-marian")
+    tiny_marian_config(200).save_pretrained(root / "tiny-marian")
     paths["config"] = root / "tiny-marian" / "config.json"
     return paths
 

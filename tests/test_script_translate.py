@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianConfig
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_losses.data import load_raw_datasets, select_translation_columns
+from tests.helpers.tiny import tiny_marian_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "translate.py"
@@ -71,24 +72,7 @@ def data_dir(tmp_path_factory) -> Path:
         (root / f"{split}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
-    config = MarianConfig(
-        vocab_size=200,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        forced_eos_token_id=1,
-    )
+    config = tiny_marian_config(200)
     config.save_pretrained(root / "tiny-marian")
     return root
 

@@ -27,10 +27,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_marian(seed: int = 0) -> MarianMTModel:
-    torch.manual_seed(seed)
-    config = MarianConfig(
-        vocab_size=VOCAB,
+def tiny_marian_config(vocab_size: int = VOCAB) -> MarianConfig:
+    """A 1+1-layer Marian with d_model 16 and no dropout (<pad>=0 starts decoding, </s>=1)."""
+    return MarianConfig(
+        vocab_size=vocab_size,
         d_model=16,
         encoder_layers=1,
         decoder_layers=1,
@@ -47,7 +47,11 @@ def tiny_marian(seed: int = 0) -> MarianMTModel:
         decoder_start_token_id=0,
         forced_eos_token_id=1,
     )
-    return MarianMTModel(config)
+
+
+def tiny_marian(seed: int = 0) -> MarianMTModel:
+    torch.manual_seed(seed)
+    return MarianMTModel(tiny_marian_config())
 
 
 def seq2seq_dataset(n: int = 8, seed: int = 0) -> datasets.Dataset:
