@@ -51,6 +51,8 @@ from transformers import (
 
 from hf_losses import MultiLabelConfig, MultiLabelTrainer
 from hf_losses.cli import (
+    DataSourceArguments,
+    ModelSourceArguments,
     RunArguments,
     UsageError,
     check_hub_access,
@@ -67,7 +69,6 @@ from hf_losses.cli import (
     write_lines,
 )
 from hf_losses.data import (
-    load_raw_datasets,
     prepare_multilabel,
     synthetic_multilabel_corpus,
     tokenize_multilabel,
@@ -119,10 +120,7 @@ SMALL_BERT = dict(
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Hub id or local path of a checkpoint."}
-    )
+class ModelArguments(ModelSourceArguments):
     model_config: str | None = field(
         default=None,
         metadata={
@@ -130,26 +128,13 @@ class ModelArguments:
             "(default: a small BERT, hidden 128, 2 layers, 2 heads)."
         },
     )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer to use instead of the model's."}
-    )
     vocab_size: int = field(
         default=4000, metadata={"help": "Vocabulary of the tokenizer trained from scratch."}
     )
-    model_revision: str = field(default="main")
-    cache_dir: str | None = field(default=None)
-    token: str | None = field(default=None, metadata={"help": "Hub token (never written to disk)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local Hub-like folder."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. simplified, ModApte."})
-    dataset_revision: str | None = field(default=None, metadata={"help": "e.g. refs/convert/parquet."})
-    train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/tsv/parquet."})
-    validation_file: str | None = field(default=None)
-    test_file: str | None = field(default=None)
+class DataArguments(DataSourceArguments):
     text_column: list[str] = field(
         default_factory=lambda: ["text"],
         metadata={"help": "Text column(s), joined by a newline: --text_column title abstract."},
@@ -165,24 +150,13 @@ class DataArguments:
         metadata={"help": "Label names in id order (optional; TrainingArguments owns --label_names)."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
-    max_predict_samples: int | None = field(default=None)
-
-    def uses_demo_corpus(self) -> bool:
-        return not (self.dataset_name or self.train_file or self.validation_file or self.test_file)
 
 
 def load_tokenizer_and_model(
     model_args: ModelArguments, label_names: list[str], texts, max_length: int, resume
 ):
     """A Hub/local checkpoint with a fresh multi-label head, or a tokenizer trained on `texts` and a new model."""
-    hub = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+    hub = model_args.hub_kwargs()
     labels = dict(
         num_labels=len(label_names),
         problem_type="multi_label_classification",
@@ -252,20 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     check_hub_access(args)
 
     demo = data_args.uses_demo_corpus()
-    raw = (
-        synthetic_multilabel_corpus()
-        if demo
-        else load_raw_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            dataset_revision=data_args.dataset_revision,
-            train_file=data_args.train_file,
-            validation_file=data_args.validation_file,
-            test_file=data_args.test_file,
-            cache_dir=model_args.cache_dir,
-            token=model_args.token,
-        )
-    )
+    raw = synthetic_multilabel_corpus() if demo else data_args.load(model_args)
     label_column = data_args.label_column or (None if data_args.label_columns else "labels")
     prepared, label_names = prepare_multilabel(
         raw,
@@ -284,9 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = select_samples(
         prepared,
         args,
-        train=data_args.max_train_samples,
-        validation=data_args.max_eval_samples,
-        test=data_args.max_predict_samples,
+        **data_args.sample_limits(),
     )
     resume = resume_checkpoint(args, run_args)
 

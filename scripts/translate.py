@@ -24,6 +24,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSe
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
 from hf_losses.cli import (
+    DataSourceArguments,
+    ModelSourceArguments,
     RunArguments,
     UsageError,
     check_hub_access,
@@ -40,7 +42,6 @@ from hf_losses.cli import (
     write_lines,
 )
 from hf_losses.data import (
-    load_raw_datasets,
     select_translation_columns,
     synthetic_translation_corpus,
     tokenize_translation,
@@ -93,10 +94,7 @@ DEMO_DEFAULTS = [
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Hub id or local path of a seq2seq checkpoint."}
-    )
+class ModelArguments(ModelSourceArguments):
     model_config: str = field(
         default="demo",
         metadata={
@@ -104,28 +102,13 @@ class ModelArguments:
             "transformer-iwslt17-fr-en) or a config.json to train from scratch."
         },
     )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer to use instead of the model's."}
-    )
     vocab_size: int | None = field(
         default=None, metadata={"help": "Vocabulary of the tokenizer trained from scratch."}
     )
-    model_revision: str = field(default="main")
-    cache_dir: str | None = field(default=None)
-    token: str | None = field(default=None, metadata={"help": "Hub token (never written to disk)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub id (wmt/wmt14) or local Hub-like folder."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. de-en, iwslt2017-fr-en."})
-    dataset_revision: str | None = field(default=None, metadata={"help": "e.g. refs/convert/parquet."})
-    train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/tsv/parquet."})
-    validation_file: str | None = field(default=None)
-    test_file: str | None = field(default=None)
+class DataArguments(DataSourceArguments):
     source_lang: str = field(
         default="de", metadata={"help": "Source language key (mBART codes like de_DE work)."}
     )
@@ -138,25 +121,14 @@ class DataArguments:
     )
     max_source_length: int = field(default=128)
     max_target_length: int = field(default=128)
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
-    max_predict_samples: int | None = field(default=None)
     source_prefix: str = field(default="", metadata={"help": "T5: e.g. 'translate German to English: '."})
     forced_bos_token: str | None = field(default=None, metadata={"help": "mBART/M2M: target language token."})
     preprocessing_num_workers: int | None = field(default=None)
 
-    def uses_demo_corpus(self) -> bool:
-        return not (self.dataset_name or self.train_file or self.validation_file or self.test_file)
-
 
 def load_tokenizer_and_model(model_args: ModelArguments, texts, resume: str | None):
     """A Hub/local checkpoint, or a tokenizer trained on `texts` and a model built from --model_config."""
-    hub = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+    hub = model_args.hub_kwargs()
     if model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(
             model_args.tokenizer_name or model_args.model_name_or_path, **hub
@@ -198,16 +170,7 @@ def main() -> None:
     if demo:
         raw = synthetic_translation_corpus()
     else:
-        raw = load_raw_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            dataset_revision=data_args.dataset_revision,
-            train_file=data_args.train_file,
-            validation_file=data_args.validation_file,
-            test_file=data_args.test_file,
-            cache_dir=model_args.cache_dir,
-            token=model_args.token,
-        )
+        raw = data_args.load(model_args)
     pairs = select_translation_columns(
         raw,
         source_lang=data_args.source_lang.split("_")[0],
@@ -218,9 +181,7 @@ def main() -> None:
     splits = select_samples(
         pairs,
         args,
-        train=data_args.max_train_samples,
-        validation=data_args.max_eval_samples,
-        test=data_args.max_predict_samples,
+        **data_args.sample_limits(),
     )
 
     train_texts = [*splits["train"]["source"], *splits["train"]["target"]] if "train" in splits else []

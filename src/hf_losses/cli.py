@@ -18,7 +18,7 @@ import transformers
 from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import DataError
+from .data import DataError, load_raw_datasets
 from .trainers.common import NonFiniteLossError
 
 logger = logging.getLogger("hf_losses")
@@ -40,6 +40,70 @@ class RunArguments:
             "help": "Start from scratch even if output_dir holds checkpoints (otherwise training resumes)."
         },
     )
+
+
+@dataclass
+class ModelSourceArguments:
+    """Where a pre-trained model comes from (each script adds its from-scratch options)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local path of a checkpoint."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use instead of the model's."}
+    )
+    model_revision: str = field(default="main")
+    cache_dir: str | None = field(default=None)
+    token: str | None = field(default=None, metadata={"help": "Hub token (never written to disk)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+    def hub_kwargs(self) -> dict:
+        """Keyword arguments for ``from_pretrained``."""
+        return dict(
+            cache_dir=self.cache_dir,
+            revision=self.model_revision,
+            token=self.token,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+
+@dataclass
+class DataSourceArguments:
+    """Where the data comes from: a Hub dataset, a local Hub-like folder, or local files (else the demo corpus)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local Hub-like folder."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub config (e.g. de-en)."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "e.g. refs/convert/parquet."})
+    train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/tsv/parquet."})
+    validation_file: str | None = field(default=None)
+    test_file: str | None = field(default=None)
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_predict_samples: int | None = field(default=None)
+
+    def uses_demo_corpus(self) -> bool:
+        return not (self.dataset_name or self.train_file or self.validation_file or self.test_file)
+
+    def load(self, model_args: ModelSourceArguments) -> datasets.DatasetDict:
+        """The raw splits from the Hub or local files."""
+        return load_raw_datasets(
+            dataset_name=self.dataset_name,
+            dataset_config_name=self.dataset_config_name,
+            dataset_revision=self.dataset_revision,
+            train_file=self.train_file,
+            validation_file=self.validation_file,
+            test_file=self.test_file,
+            cache_dir=model_args.cache_dir,
+            token=model_args.token,
+        )
+
+    def sample_limits(self) -> dict[str, int | None]:
+        """--max_*_samples by split name, for :func:`select_samples`."""
+        return {
+            "train": self.max_train_samples,
+            "validation": self.max_eval_samples,
+            "test": self.max_predict_samples,
+        }
 
 
 def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
