@@ -201,14 +201,13 @@ class _FusedEncouragingLoss(torch.autograd.Function):
     """Per-row EL/CEL loss (plus detached NLL and bonus) with the gradient computed in the forward pass."""
 
     @staticmethod
-    def forward(ctx, logits, target, settings, ignore_index, need_grad):
+    def forward(ctx, logits, target, valid, settings, need_grad):
         n, vocab = logits.shape
         dtype = compute_dtype(logits.dtype)
         rows = chunk_rows(n, vocab, logits.device)
         num_scratch = 3 if settings.eps > 0 else 1
         scratch = [torch.empty(rows, vocab, dtype=dtype, device=logits.device) for _ in range(num_scratch)]
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
-        valid = target != ignore_index
         safe_target = torch.where(valid, target, 0)
         outputs = [torch.empty(n, dtype=dtype, device=logits.device) for _ in range(3)]
         for start in range(0, n, rows):
@@ -276,7 +275,7 @@ def encouraging_loss_with_stats(
     settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, nll, bonus = _FusedEncouragingLoss.apply(
-        flat_logits, flat_target, settings, ignore_index, need_grad
+        flat_logits, flat_target, valid, settings, need_grad
     )
     num_tokens = valid.sum()
     loss = reduce(loss.view(target.shape), reduction, num_tokens)
