@@ -274,9 +274,7 @@ def encouraging_loss_with_stats(
     )
     settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
     need_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, nll, bonus = _FusedEncouragingLoss.apply(
-        flat_logits, flat_target, valid, settings, need_grad
-    )
+    loss, nll, bonus = _FusedEncouragingLoss.apply(flat_logits, flat_target, valid, settings, need_grad)
     num_tokens = valid.sum()
     loss = reduce(loss.view(target.shape), reduction, num_tokens)
     return EncouragingLossOutput(loss, nll.sum(), bonus.sum(), num_tokens)
