@@ -33,6 +33,10 @@ D2 = 1 / math.log2(3)  # discount at rank 2; rank 1 -> 1, rank 3 -> 1/log2(4) = 
 # nDCG@1: 1, 0, 0 -> 1/3.
 # nDCG@3: row0 DCG = 1 + 0.5, IDCG (2 positives) = 1 + D2; row1 DCG = D2, IDCG = 1; row2 0.
 # nDCG@5 (k = 4): same as @3 since rank-4 gains are 0 and the ideal has at most 2 ones.
+# ECE (15 bins of width 1/15, every (example, label) pair): |sum p - sum t| per bin:
+# bin 1 {.1, .1}: .2; bin 3 {.2, .2, .25}: .65; bin 4 {.3(+)}: .7; bin 6 {.4, .4}: .8; bin 9 {.6(+)}: .4;
+# bin 10 {.7}: .7; bin 12 {.8}: .8; bin 13 {.9(+)}: .1 -> 4.35 / 12. (The values on bin edges, .2, .4 and .6,
+# would land in an empty bin below, so the edge convention does not change the value.)
 NDCG3 = (1.5 / (1 + D2) + D2 + 0) / 3
 EXPECTED = {
     "f1_micro": 4 / 7,
@@ -49,6 +53,7 @@ EXPECTED = {
     "ndcg@3": NDCG3,
     "ndcg@5": NDCG3,
     "hamming_loss": 3 / 12,
+    "ece": 4.35 / 12,
 }
 
 
@@ -71,6 +76,7 @@ def test_threshold_changes_set_metrics_only():
     out = multilabel_metrics(SCORES, TARGETS, threshold=0.22)
     assert out["f1_micro"] == pytest.approx(6 / 11)
     assert out["hamming_loss"] == pytest.approx(5 / 12)
+    assert out["ece"] == pytest.approx(EXPECTED["ece"])
     assert out["p@1"] == pytest.approx(EXPECTED["p@1"])
     assert out["map"] == pytest.approx(EXPECTED["map"])
 

@@ -1,4 +1,4 @@
-"""Multi-label classification metrics (F1, mAP, P@k, nDCG@k, Hamming loss) and threshold tuning.
+"""Multi-label classification metrics (F1, mAP, P@k, nDCG@k, Hamming loss, ECE) and threshold tuning.
 
 Conventions:
 
@@ -12,6 +12,9 @@ Conventions:
   DCG of min(k, #positives) relevant labels at the top. Examples without any positive label score 0 and
   are still counted in the average (the AAPD convention of averaging over all examples).
 - When there are fewer labels L than k, k = L is used, but the key keeps its name (``p@5`` with L = 3).
+- ``ece`` is classwise: every (example, label) probability p is a prediction with outcome t in {0, 1};
+  ECE = sum over 15 equal-width bins of p of (n_b / N) * |mean p_b - mean t_b| (N = examples x labels;
+  see :mod:`hf_losses.metrics.calibration`). It does not depend on the threshold.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_score, recall_score
 
-__all__ = ["MultiLabelMetrics", "multilabel_metrics", "sigmoid", "tune_threshold"]
+from .calibration import expected_calibration_error, reliability_counts
+
+__all__ = ["MultiLabelMetrics", "classwise_ece", "multilabel_metrics", "sigmoid", "tune_threshold"]
 
 TOP_K = (1, 3, 5)
 
@@ -83,7 +89,7 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 def multilabel_metrics(scores: Any, targets: Any, threshold: float = 0.5) -> dict[str, float]:
-    """F1/precision/recall (micro, macro), mAP, P@1/3/5, nDCG@1/3/5 and Hamming loss of probabilities."""
+    """F1/precision/recall (micro, macro), mAP, P@1/3/5, nDCG@1/3/5, Hamming loss and classwise ECE of probabilities."""
     s, t = _check(scores, targets)
     pred = (s >= threshold).astype(np.int64)
     out: dict[str, float] = {}
@@ -96,7 +102,16 @@ def multilabel_metrics(scores: Any, targets: Any, threshold: float = 0.5) -> dic
     for k in TOP_K:
         out[f"ndcg@{k}"] = ndcg_at_k(s, t, k)
     out["hamming_loss"] = float(hamming_loss(t, pred))
+    out["ece"] = classwise_ece(s, t)
     return out
+
+
+def classwise_ece(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """ECE over all (example, label) pairs: probability p vs outcome t, 15 equal-width bins."""
+    if probabilities.min() < 0 or probabilities.max() > 1:
+        raise ValueError("scores must be probabilities in [0, 1] for the ECE; apply sigmoid to logits first")
+    counts = reliability_counts(torch.from_numpy(probabilities.ravel()), torch.from_numpy(targets.ravel()))
+    return expected_calibration_error(counts)
 
 
 def _micro_f1(scores: np.ndarray, targets: np.ndarray, threshold: float) -> float:
