@@ -8,6 +8,7 @@ from .losses import (
     encouraging_loss,
     encouraging_loss_with_stats,
 )
+from .trainer_loss import trainer_loss_func
 from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
 
 __version__ = "0.1.0"
@@ -24,4 +25,5 @@ __all__ = [
     "asymmetric_polynomial_loss",
     "encouraging_loss",
     "encouraging_loss_with_stats",
+    "trainer_loss_func",
 ]

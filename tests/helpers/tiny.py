@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datasets
 import torch
+import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertConfig,
@@ -118,3 +119,225 @@ def one_step_args(output_dir: str, **overrides) -> dict:
         dataloader_drop_last=False,
         **overrides,
     )
+
+
+# -- architecture matrix: every model d_model 16, one layer per stack, no dropout, <pad>=0 and </s>=1 ------
+_BART_LIKE = dict(
+    d_model=16,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+)
+_T5_LIKE = dict(
+    d_model=16,
+    d_kv=8,
+    d_ff=32,
+    num_layers=1,
+    num_decoder_layers=1,
+    num_heads=2,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+    dropout_rate=0.0,
+)
+_SPECIAL_TOKENS = dict(pad_token_id=0, eos_token_id=1, bos_token_id=2, decoder_start_token_id=0)
+
+# name -> (model class name, config class name, config keyword arguments besides the vocabulary)
+SEQ2SEQ_ARCHITECTURES: dict[str, tuple[str, str, dict]] = {
+    "marian": ("MarianMTModel", "MarianConfig", dict(_BART_LIKE, max_position_embeddings=64)),
+    "t5": ("T5ForConditionalGeneration", "T5Config", _T5_LIKE),
+    "mt5": ("MT5ForConditionalGeneration", "MT5Config", _T5_LIKE),
+    "umt5": ("UMT5ForConditionalGeneration", "UMT5Config", _T5_LIKE),
+    "bart": ("BartForConditionalGeneration", "BartConfig", dict(_BART_LIKE, max_position_embeddings=64)),
+    "mbart": ("MBartForConditionalGeneration", "MBartConfig", dict(_BART_LIKE, max_position_embeddings=64)),
+    "m2m100": (
+        "M2M100ForConditionalGeneration",
+        "M2M100Config",
+        dict(_BART_LIKE, max_position_embeddings=64, encoder_layerdrop=0.0, decoder_layerdrop=0.0),
+    ),
+    "nllb_moe": (
+        "NllbMoeForConditionalGeneration",
+        "NllbMoeConfig",
+        dict(
+            _BART_LIKE,
+            max_position_embeddings=64,
+            num_experts=2,
+            expert_capacity=64,
+            encoder_sparse_step=1,
+            decoder_sparse_step=1,
+            router_dtype="float32",
+        ),
+    ),
+    "pegasus": (
+        "PegasusForConditionalGeneration",
+        "PegasusConfig",
+        dict(_BART_LIKE, max_position_embeddings=64),
+    ),
+    "blenderbot": (
+        "BlenderbotForConditionalGeneration",
+        "BlenderbotConfig",
+        dict(_BART_LIKE, max_position_embeddings=64),
+    ),
+    "led": (
+        "LEDForConditionalGeneration",
+        "LEDConfig",
+        dict(
+            _BART_LIKE,
+            max_encoder_position_embeddings=64,
+            max_decoder_position_embeddings=64,
+            attention_window=4,
+        ),
+    ),
+    "fsmt": (
+        "FSMTForConditionalGeneration",
+        "FSMTConfig",
+        dict(_BART_LIKE, max_position_embeddings=64, langs=["de", "en"], tie_word_embeddings=False),
+    ),
+}
+
+
+def tiny_seq2seq(name: str, seed: int = 0):
+    """A tiny, randomly initialised seq2seq model of architecture ``name`` (a key of SEQ2SEQ_ARCHITECTURES)."""
+    model_class, config_class, kwargs = SEQ2SEQ_ARCHITECTURES[name]
+    vocab = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB) if name == "fsmt" else dict(vocab_size=VOCAB)
+    config = getattr(transformers, config_class)(**vocab, **_SPECIAL_TOKENS, **kwargs)
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config)
+
+
+# name -> (config class name, config keyword arguments besides vocabulary, labels and special tokens)
+ENCODER_ARCHITECTURES: dict[str, tuple[str, dict]] = {
+    "bert": (
+        "BertConfig",
+        dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+    ),
+    "distilbert": (
+        "DistilBertConfig",
+        dict(
+            dim=16,
+            n_layers=1,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+            seq_classif_dropout=0.0,
+        ),
+    ),
+    "roberta": (
+        "RobertaConfig",
+        dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+    ),
+    "modernbert": (
+        "ModernBertConfig",
+        dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            attention_dropout=0.0,
+            mlp_dropout=0.0,
+            embedding_dropout=0.0,
+            classifier_dropout=0.0,
+            bos_token_id=2,
+            eos_token_id=1,
+            cls_token_id=2,
+            sep_token_id=1,
+        ),
+    ),
+    "deberta_v2": (
+        "DebertaV2Config",
+        dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            pooler_dropout=0.0,
+        ),
+    ),
+}
+
+
+def tiny_encoder_classifier(name: str, seed: int = 0):
+    """A tiny multi-label ``AutoModelForSequenceClassification`` of architecture ``name``, NUM_LABELS outputs."""
+    config_class, kwargs = ENCODER_ARCHITECTURES[name]
+    config = getattr(transformers, config_class)(
+        vocab_size=VOCAB,
+        num_labels=NUM_LABELS,
+        problem_type="multi_label_classification",
+        pad_token_id=0,
+        **kwargs,
+    )
+    torch.manual_seed(seed)
+    return transformers.AutoModelForSequenceClassification.from_config(config)
+
+
+def tiny_llama(seed: int = 0):
+    """A 1-layer Llama causal LM with hidden size 16 (its ``loss_type`` is transformers' "ForCausalLM")."""
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config)
+
+
+def tiny_gpt2(seed: int = 0):
+    """A 1-layer GPT-2 causal LM with d_model 16 and no dropout (its ``loss_type`` is None in transformers 5.23)."""
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def causal_lm_dataset(n: int = 8, seed: int = 0) -> datasets.Dataset:
+    """n token sequences of different lengths (labels are made by the collator)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [
+        {"input_ids": torch.randint(3, VOCAB, (3 + (2 * i) % 7,), generator=g).tolist()} for i in range(n)
+    ]
+    return datasets.Dataset.from_list(rows)
