@@ -50,6 +50,7 @@ from transformers import (
 )
 
 from hf_losses import MultiLabelConfig, MultiLabelTrainer
+from hf_losses.cards import DatasetInfo
 from hf_losses.cli import (
     DataSourceArguments,
     ModelSourceArguments,
@@ -260,20 +261,17 @@ def main(argv: list[str] | None = None) -> None:
             splits, tokenizer, num_labels=len(label_names), max_length=data_args.max_seq_length
         )
 
-    dataset_info = {
-        "id": DEMO_DATASET
+    dataset_info = DatasetInfo(
+        id=DEMO_DATASET
         if demo
         else (
             data_args.dataset_name
             or Path(data_args.train_file or data_args.test_file or data_args.validation_file).name
         ),
-        "config": data_args.dataset_config_name,
-        "revision": data_args.dataset_revision,
-        "train_split": "train",
-        "split": None,
-        "label_names": label_names,
-    }
-    extra = {"label_names": label_names, "threshold": args.threshold, "threshold_tuned": False}
+        config=data_args.dataset_config_name,
+        revision=data_args.dataset_revision,
+        label_names=label_names,
+    )
     trainer = MultiLabelTrainer(
         model=model,
         args=args,
@@ -281,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset=tokenized.get("validation"),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        card_info={"base_model": model_args.model_name_or_path, "dataset": dataset_info, "extra": extra},
+        dataset_info=dataset_info,
     )
 
     if args.do_train:
@@ -290,21 +288,17 @@ def main(argv: list[str] | None = None) -> None:
         save_split_metrics(trainer, "train", result.metrics, len(tokenized["train"]))
         trainer.save_state()
     if args.do_eval:
+        if args.tune_threshold and not args.do_train:  # after training, the trainer tunes it itself
+            trainer.tune_threshold()
         if args.tune_threshold:
-            threshold, tuned_f1 = trainer.tune_threshold(tokenized["validation"])
-            logger.info("Tuned threshold %.2f (validation micro-F1 %.4f)", threshold, tuned_f1)
-            extra.update(threshold=threshold, threshold_tuned=True, threshold_split="validation")
+            logger.info("Tuned threshold %.2f on the validation split", args.threshold)
         metrics = trainer.evaluate()
         metrics["eval_threshold"] = args.threshold
-        trainer.card_info.update(metrics=metrics)
-        dataset_info["split"] = "validation"
         save_split_metrics(trainer, "eval", metrics, len(tokenized["validation"]))
     if args.do_predict:
         output = trainer.predict(tokenized["test"], metric_key_prefix="test")
         rows = prediction_rows(output, splits["test"]["text"], label_names, args.threshold)
         write_lines(Path(args.output_dir) / "predictions.jsonl", rows, args)
-        trainer.card_info.update(metrics=output.metrics)
-        dataset_info["split"] = "test"
         save_split_metrics(trainer, "test", dict(output.metrics), len(tokenized["test"]))
     if args.tune_threshold:
         trainer.save_model()  # config.json with the tuned threshold

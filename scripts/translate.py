@@ -23,6 +23,7 @@ from pathlib import Path
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
+from hf_losses.cards import DatasetInfo
 from hf_losses.cli import (
     DataSourceArguments,
     ModelSourceArguments,
@@ -39,6 +40,7 @@ from hf_losses.cli import (
     select_samples,
     setup_logging,
     with_defaults,
+    write_json,
     write_lines,
 )
 from hf_losses.data import (
@@ -204,19 +206,17 @@ def main() -> None:
         )
 
     metrics = Seq2SeqMetrics(tokenizer)
-    dataset_info = {
-        "id": DEMO_DATASET
+    dataset_info = DatasetInfo(
+        id=DEMO_DATASET
         if demo
         else (
             data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
         ),
-        "config": data_args.dataset_config_name,
-        "revision": data_args.dataset_revision,
-        "train_split": "train",
-        "split": "test" if "test" in tokenized else "validation",
-        "source_lang": data_args.source_lang,
-        "target_lang": data_args.target_lang,
-    }
+        config=data_args.dataset_config_name,
+        revision=data_args.dataset_revision,
+        source_lang=data_args.source_lang,
+        target_lang=data_args.target_lang,
+    )
     trainer = EncouragingSeq2SeqTrainer(
         model=model,
         args=args,
@@ -225,11 +225,7 @@ def main() -> None:
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         compute_metrics=metrics if args.predict_with_generate else None,
-        card_info={
-            "base_model": model_args.model_name_or_path,
-            "dataset": dataset_info,
-            "extra": {"language": [data_args.source_lang, data_args.target_lang]},
-        },
+        dataset_info=dataset_info,
     )
 
     if args.do_train:
@@ -249,8 +245,8 @@ def main() -> None:
         if args.predict_with_generate:
             split_metrics.update(metrics.signatures)
             write_lines(Path(args.output_dir) / f"{prefix}_predictions.txt", metrics.last_predictions, args)
-        trainer.card_info["metrics"] = split_metrics
-        trainer.card_info["dataset"]["split"] = split
+            write_lines(Path(args.output_dir) / f"{prefix}_references.txt", metrics.last_references, args)
+        write_json(Path(args.output_dir) / f"{prefix}_calibration.json", trainer.calibration.to_dict(), args)
         save_split_metrics(trainer, prefix, split_metrics, len(tokenized[split]))
     finish_run(trainer, args)
 

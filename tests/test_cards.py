@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard, metadata_load
 
 from hf_losses.cards import render_model_card, write_model_card
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
+TEMPLATES = Path(__file__).resolve().parents[1] / "src" / "hf_losses" / "templates"
 BLEU_SIG = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 CHRF_SIG = "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"
 SECRET = "hf_" + "A1b2C3d4" * 5
@@ -29,6 +29,8 @@ TRANSLATION = dict(
         "target_lang": "en",
     },
     loss={"loss": "cel", "log_end": 0.5, "bonus_weight": 1.0, "label_smoothing_factor": 0.1},
+    loss_label="conservative encouraging loss (CEL)",
+    is_method=True,
     hyperparameters={"learning_rate": 0.0005, "seed": 7, "hub_token": SECRET, "push_to_hub": False},
     metrics={
         "eval_bleu": 35.4321,
@@ -63,6 +65,8 @@ CLASSIFICATION = dict(
         "detach_focusing_weight": True,
         "poly_epsilon": 0.0,
     },
+    loss_label="asymmetric polynomial loss (APL)",
+    is_method=True,
     hyperparameters={"learning_rate": 2e-5, "num_train_epochs": 3},
     metrics={
         "eval_f1_micro": 0.6123,
@@ -194,6 +198,8 @@ def test_from_scratch_local_dataset_and_baseline():
                 "target_lang": "en",
             },
             "loss": {"loss": "ce", "bonus_weight": 0.0, "label_smoothing_factor": 0.1},
+            "loss_label": "cross-entropy",
+            "is_method": False,
         },
     )
     data = card.data.to_dict()
@@ -253,5 +259,10 @@ def test_template_dir_override_and_errors(tmp_path):
         render_model_card("classification", **CLASSIFICATION, template_dir=tmp_path)
     with pytest.raises(ValueError):
         render_model_card("summarization", **TRANSLATION)
-    with pytest.raises(ValueError):
-        render_model_card("translation", **{**TRANSLATION, "dataset": {}})
+
+
+
+def test_unknown_dataset_is_named_not_an_error():
+    card = render_model_card("translation", **{**TRANSLATION, "dataset": None})
+    assert "datasets" not in card.data.to_dict()
+    assert "`unknown`" in card.text

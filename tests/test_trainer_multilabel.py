@@ -7,7 +7,6 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from hf_losses import MultiLabelConfig, MultiLabelTrainer, asymmetric_polynomial_loss
 from hf_losses.metrics import MultiLabelMetrics
-from hf_losses.trainers.multilabel import LOSS_KNOBS
 from tests.helpers.tiny import NUM_LABELS, multilabel_dataset, one_step_args, tiny_bert, tiny_tokenizer
 
 APL = dict(
@@ -118,12 +117,44 @@ def test_evaluation_loss_is_exact_mean(tmp_path):
 )
 def test_presets_and_overrides_resolve(tmp_path, overrides, expected):
     args = MultiLabelConfig(output_dir=str(tmp_path), **overrides)
-    recorded = args.to_dict()
+    settings = args.loss_settings()  # what cards record and resume compares
     for knob, value in expected.items():
-        assert getattr(args, knob) == value, knob
-        assert recorded[knob] == value, knob  # what checkpoints and cards record
-    assert all(getattr(args, knob) is not None for knob in LOSS_KNOBS)
-    assert args.loss_settings()["loss"] == overrides["loss"]
+        assert settings[knob] == value, knob
+    assert set(MultiLabelConfig.KNOBS) <= set(settings)
+    assert settings["loss"] == overrides["loss"]
+    loss = trainer_loss_module(args)
+    assert {knob: getattr(loss, knob) for knob in MultiLabelConfig.KNOBS} == {
+        knob: settings[knob] for knob in MultiLabelConfig.KNOBS
+    }
+
+
+def trainer_loss_module(args):
+    trainer = MultiLabelTrainer(
+        model=tiny_bert(), args=args, train_dataset=multilabel_dataset(8), data_collator=collator()
+    )
+    return trainer.loss_fn
+
+
+def test_presets_resolve_whenever_the_loss_is_built(tmp_path):
+    """Changing the preset after construction (dataclasses.replace, a YAML file) keeps no stale knob."""
+    import dataclasses
+
+    apl = MultiLabelConfig(output_dir=str(tmp_path), loss="apl")
+    bce = dataclasses.replace(apl, loss="bce")
+    assert bce.loss_settings() == {"loss": "bce", **APL, "alpha1": 0.0, "alpha2": 0.0, "gamma_neg": 0.0, "clip": 0.0}
+    assert trainer_loss_module(bce).gamma_neg == 0.0
+    tuned = dataclasses.replace(MultiLabelConfig(output_dir=str(tmp_path), loss="asl", gamma_neg=2.0), loss="apl")
+    assert tuned.loss_settings()["gamma_neg"] == 2.0  # what the user set explicitly survives
+    assert tuned.loss_settings()["alpha2"] == 1.25
+
+
+def test_bare_bool_flag_parses(tmp_path):
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(MultiLabelConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--loss", "focal", "--detach_focusing_weight"]
+    )
+    assert args.loss_settings()["detach_focusing_weight"] is True
 
 
 def test_presets_resolve_through_the_argument_parser(tmp_path):
@@ -132,7 +163,6 @@ def test_presets_resolve_through_the_argument_parser(tmp_path):
     (args,) = HfArgumentParser(MultiLabelConfig).parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path), "--loss", "asl", "--gamma_neg", "2", "--clip", "0"]
     )
-    assert (args.gamma_pos, args.gamma_neg, args.clip, args.alpha1) == (0.0, 2.0, 0.0, 0.0)
     assert args.loss_settings() == {
         "loss": "asl",
         **APL,
@@ -148,10 +178,11 @@ def test_presets_resolve_through_the_argument_parser(tmp_path):
     [
         ({"loss": "xl"}, "--loss"),
         ({"loss": "BCE"}, "--loss"),
-        ({"clip": 1.0}, "--clip"),
-        ({"clip": -0.1}, "--clip"),
-        ({"gamma_neg": -1.0}, "--gamma_neg"),
-        ({"gamma_pos": float("nan")}, "--gamma_pos"),
+        ({"clip": 1.0}, "clip"),
+        ({"clip": -0.1}, "clip"),
+        ({"gamma_neg": -1.0}, "gamma_neg"),
+        ({"gamma_pos": float("nan")}, "gamma_pos"),
+        ({"loss": "apl", "poly_epsilon": 2.0}, "--poly_epsilon applies to --loss poly1"),
         ({"threshold": 0.0}, "--threshold"),
         ({"threshold": 1.0}, "--threshold"),
     ],

@@ -121,10 +121,13 @@ def test_evaluation_reports_exact_token_means(tmp_path):
     "overrides,field",
     [
         ({"loss": "xl"}, "--loss"),
-        ({"log_end": 0.0}, "--log_end"),
-        ({"log_end": 1.5}, "--log_end"),
-        ({"bonus_weight": -1.0}, "--bonus_weight"),
-        ({"label_smoothing_factor": 1.0}, "--label_smoothing_factor"),
+        ({"log_end": 0.0}, "log_end"),
+        ({"log_end": 1.5}, "log_end"),
+        ({"bonus_weight": -1.0}, "bonus_weight"),
+        ({"label_smoothing_factor": 1.0}, "label_smoothing"),
+        ({"loss": "el", "log_end": 0.3}, "--log_end does not apply to --loss el"),
+        ({"loss": "ce", "bonus_weight": 2.0}, "--bonus_weight does not apply to --loss ce"),
+        ({"loss": "ce", "log_end": 0.5}, "--log_end does not apply to --loss ce"),
     ],
 )
 def test_config_rejects_invalid_values(tmp_path, overrides, field):
@@ -132,6 +135,21 @@ def test_config_rejects_invalid_values(tmp_path, overrides, field):
         EncouragingSeq2SeqConfig(output_dir=str(tmp_path), **overrides)
 
 
-def test_config_resolves_el_to_full_bonus(tmp_path):
-    assert EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="el", log_end=0.5).effective_log_end == 1.0
-    assert EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="ce").effective_bonus_weight == 0.0
+def test_config_resolves_each_loss(tmp_path):
+    def settings(**kw):
+        return EncouragingSeq2SeqConfig(output_dir=str(tmp_path), **kw).loss_settings()
+
+    assert settings(loss="el") == {"loss": "el", "log_end": 1.0, "bonus_weight": 1.0, "label_smoothing_factor": 0.0}
+    assert settings(loss="el", log_end=1.0)["log_end"] == 1.0
+    assert settings(loss="ce")["bonus_weight"] == 0.0
+    assert settings(loss="cel")["log_end"] == 0.5
+    assert settings(loss="cel", log_end=0.75, bonus_weight=2.0)["bonus_weight"] == 2.0
+
+
+def test_replacing_the_loss_drops_the_old_default(tmp_path):
+    import dataclasses
+
+    cel = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="cel")
+    assert dataclasses.replace(cel, loss="el").loss_settings()["log_end"] == 1.0
+    with pytest.raises(ValueError, match="--log_end does not apply"):
+        dataclasses.replace(EncouragingSeq2SeqConfig(output_dir=str(tmp_path), log_end=0.3), loss="el")

@@ -1,23 +1,18 @@
-"""Model cards: a README.md with a Hub `model-index`, rendered from the Jinja templates in `model_cards/`.
+"""Model cards: a README.md with a Hub `model-index`, rendered from the Jinja templates shipped in the package.
 
-Templates. The canonical templates are `model_cards/translation.md` and `model_cards/classification.md` at the
-repository root. `render_model_card` looks for them, in this order:
+The templates are `hf_losses/templates/translation.md` and `classification.md`, read with `importlib.resources`
+(``template_dir`` points `render_model_card` at other copies).
 
-1. `template_dir`, when given (no fallback: a missing template there is an error);
-2. `Path(__file__).resolve().parents[2] / "model_cards"`, i.e. the repository root of a source checkout or
-   an editable install;
-3. `hf_losses/model_cards/` inside the installed package (`importlib.resources`), for a wheel that ships
-   copies of the templates as package data.
-
-Inputs. ``dataset`` describes the data: ``id`` (Hub id or local path, required), and optionally ``name``,
-``config``, ``train_split``, ``split`` (the split the metrics come from), ``revision``, ``source_lang`` /
-``target_lang`` (translation), ``language`` and ``label_names`` (classification). ``loss`` holds the loss
-settings, its name under ``loss`` (or ``name``). ``metrics`` may use the Trainer's prefixes (``eval_bleu``,
-``test_f1_micro``: pass one split's metrics) and may carry the sacreBLEU signatures (``bleu_signature``,
-``chrf_signature``, as in `Seq2SeqMetrics.signatures`); non-finite values are dropped, and without the
-task's headline metrics the card says "not evaluated yet" and has no `model-index` results. ``extra`` may
-give ``license``, ``model_id`` (for the usage snippet), ``tags``, ``language``, ``threshold``,
-``threshold_tuned``, ``threshold_split``, ``label_names``, ``example_input`` and ``notes``.
+Inputs. ``dataset`` describes the data (a :class:`DatasetInfo` or a dict with its fields): ``id`` (Hub id or
+local path; "unknown" when not known), and optionally ``name``, ``config``, ``train_split``, ``split`` (the split
+the metrics come from), ``revision``, ``source_lang`` / ``target_lang`` (translation), ``language`` and
+``label_names`` (classification). ``loss`` holds the loss settings, its name under ``loss``; ``loss_label`` and
+``is_method`` say how to name it and whether it is the library's method or a baseline. ``metrics`` may use the
+Trainer's prefixes (``eval_bleu``, ``test_f1_micro``: pass one split's metrics) and may carry the sacreBLEU
+signatures (``bleu_signature``, ``chrf_signature``); non-finite values are dropped, and without the task's
+headline metrics the card says "not evaluated yet" and has no `model-index` results. ``extra`` may give
+``license``, ``model_id`` (for the usage snippet), ``tags``, ``language``, ``threshold``, ``threshold_tuned``,
+``threshold_split``, ``label_names``, ``example_input`` and ``notes``.
 
 Secrets. Every key containing "token", "secret", "password", "api_key" or "credential" (e.g. ``hub_token``)
 and every value that looks like a Hugging Face access token are left out of the card.
@@ -26,6 +21,7 @@ and every value that looks like a Hugging Face access token are left out of the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -36,12 +32,37 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["render_model_card", "write_model_card"]
+__all__ = ["DatasetInfo", "render_model_card", "write_model_card"]
 
 _SECRET_KEY = re.compile(r"token|secret|password|api_?key|credential", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 _SPLIT_PREFIX = re.compile(r"^(eval|test|predict)_")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """What a model card says about the data; ``split`` is the split its metrics come from."""
+
+    id: str = "unknown"
+    name: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    train_split: str | None = "train"
+    split: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    language: str | None = None
+    label_names: list[str] | None = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> DatasetInfo:
+        """What a `datasets.Dataset` knows about itself (its `info`), "unknown" for anything else."""
+        info = getattr(dataset, "info", None)
+        name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
+        if not name:
+            return cls()
+        return cls(id=name, config=getattr(info, "config_name", None))
 
 # Per task: template, Hub task, tags, results-table rows (key, label, format) and model-index entries
 # (key, metric type, metric name, metric args).
@@ -181,7 +202,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _is_hub_id(name: str | None) -> bool:
     """Whether a string looks like a Hub repo id rather than a local path."""
-    return bool(name) and bool(_HUB_ID.match(name)) and not name.startswith(".") and not Path(name).exists()
+    return bool(name) and name != "unknown" and bool(_HUB_ID.match(name)) and not name.startswith(".") and not Path(name).exists()
 
 
 def _versions(packages: list[str]) -> list[tuple[str, str]]:
@@ -196,42 +217,12 @@ def _versions(packages: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
-def _find_template(name: str, template_dir: str | os.PathLike | None) -> Path:
-    """Path of a template: `template_dir`, else the repository's model_cards/, else package data."""
-    if template_dir is not None:
-        path = Path(template_dir) / name
-        if not path.is_file():
-            raise FileNotFoundError(f"model card template {path} not found")
-        return path
-    candidates = [Path(__file__).resolve().parents[2] / "model_cards" / name]
-    with contextlib.suppress(ModuleNotFoundError, TypeError):
-        candidates.append(Path(str(resources.files("hf_losses") / "model_cards" / name)))
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"model card template {name!r} not found in {[str(p.parent) for p in candidates]}; "
-        "pass template_dir= pointing to a copy of the repository's model_cards/ directory"
-    )
-
-
-def _is_method(task: str, loss: dict[str, Any]) -> bool:
-    """Whether the card describes the library's loss (EL/CEL or APL) rather than a baseline."""
-    name = str(loss.get("loss", loss.get("name", ""))).lower()
-    if task == "translation":
-        baseline = name in {"ce", "cross_entropy", "cross-entropy", "nll"} or loss.get("bonus_weight") == 0
-        return not baseline
-    return name in {"", "apl", "asymmetric_polynomial", "asymmetric-polynomial"}
-
-
-def _method_label(task: str, loss: dict[str, Any]) -> str:
-    """Human-readable name of the library's loss as configured."""
-    if task == "classification":
-        return "asymmetric polynomial loss (APL)"
-    name = str(loss.get("loss", loss.get("name", ""))).lower()
-    log_end = loss.get("log_end")
-    conservative = name == "cel" or (name != "el" and isinstance(log_end, (int, float)) and log_end < 1)
-    return "conservative encouraging loss (CEL)" if conservative else "encouraging loss (EL)"
+def _read_template(name: str, template_dir: str | os.PathLike | None) -> str:
+    """A template's text: from `template_dir` when given, else from the package."""
+    path = Path(template_dir) / name if template_dir is not None else resources.files("hf_losses") / "templates" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {path} not found")
+    return path.read_text(encoding="utf-8")
 
 
 def render_model_card(
@@ -239,8 +230,10 @@ def render_model_card(
     *,
     model_name: str,
     base_model: str | None,
-    dataset: dict[str, Any],
+    dataset: DatasetInfo | dict[str, Any] | None,
     loss: dict[str, Any],
+    loss_label: str,
+    is_method: bool,
     hyperparameters: dict[str, Any],
     metrics: dict[str, Any] | None,
     extra: dict[str, Any] | None = None,
@@ -250,8 +243,10 @@ def render_model_card(
     task = _ALIASES.get(task, task)
     if task not in _TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
-    if not dataset or not dataset.get("id"):
-        raise ValueError("dataset must be a dict with at least an 'id' (Hub id or local path)")
+    if isinstance(dataset, DatasetInfo):
+        dataset = dataclasses.asdict(dataset)
+    dataset = {k: v for k, v in (dataset or {}).items() if v is not None}
+    dataset.setdefault("id", "unknown")
     spec = _TASKS[task]
     extra = _public(extra)
     loss = _public(loss)
@@ -259,7 +254,6 @@ def render_model_card(
     values = _clean_metrics(metrics)
     ds = {k: dataset.get(k) for k in ("id", "name", "config", "train_split", "split", "revision")}
     ds["name"] = ds["name"] or ds["id"]
-    is_method = _is_method(task, loss)
 
     eval_results = [
         EvalResult(
@@ -326,7 +320,7 @@ def render_model_card(
         "label_names": list(extra.get("label_names") or dataset.get("label_names") or []),
         "loss_name": loss.get("loss", loss.get("name", "apl" if task == "classification" else "cel")),
         "is_method": is_method,
-        "method_label": _method_label(task, loss),
+        "method_label": loss_label,
         "loss_settings": loss,
         "loss_rows": _rows(loss, spec["loss_keys"]),
         "hyperparameter_rows": _rows(hparams),
@@ -346,8 +340,8 @@ def render_model_card(
         "versions": _versions(spec["packages"]),
         "notes": extra.get("notes"),
     }
-    path = _find_template(spec["template"], template_dir)
-    card = ModelCard.from_template(card_data, template_path=str(path), **template_kwargs)
+    template = _read_template(spec["template"], template_dir)
+    card = ModelCard.from_template(card_data, template_str=template, **template_kwargs)
     card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"
     return card
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import datasets
 import transformers
 from transformers import HfArgumentParser
-from transformers.trainer_utils import get_last_checkpoint
+
 
 from .data import DataError, load_raw_datasets
-from .trainers.common import NonFiniteLossError
+from .trainers.common import NonFiniteLossError, last_complete_checkpoint
 
 logger = logging.getLogger("hf_losses")
 
@@ -215,7 +215,7 @@ def resume_checkpoint(training_args, run_args: RunArguments) -> str | None:
     output_dir = Path(training_args.output_dir)
     if not training_args.do_train or run_args.overwrite_output_dir or not output_dir.is_dir():
         return None
-    last = get_last_checkpoint(str(output_dir))
+    last = last_complete_checkpoint(output_dir)
     if last is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir to start from scratch).", last)
         warn_if_loss_changed(last, training_args)
@@ -328,6 +328,15 @@ def write_lines(path: Path, lines: list[str], training_args) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict, training_args) -> None:
+    """Write a JSON file atomically (main process only)."""
+    if not training_args.should_save:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

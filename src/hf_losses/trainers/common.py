@@ -1,4 +1,4 @@
-"""What both trainers share: exact loss normalisation, per-token logging, and the model card on every save.
+"""What both trainers share: exact loss normalisation, statistics, the model card, crash-safe checkpoints.
 
 Normalisation: ``compute_loss`` returns ``sum of item losses / N * P`` where N is the number of loss items
 (non-ignored target tokens, or label entries) in the whole optimiser step, over all gradient-accumulation
@@ -8,55 +8,85 @@ so one step follows the gradient of the exact mean over the global batch, whatev
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..cards import render_model_card, write_model_card
+from ..cards import DatasetInfo, render_model_card, write_model_card
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
-class OmitSecretsWhenPickled:
-    """Mixin for ``TrainingArguments`` subclasses: a pickled copy carries no Hub token.
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether a checkpoint folder was written to the end: the Trainer writes ``trainer_state.json`` last."""
+    state = Path(path) / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
-    ``Trainer`` writes ``torch.save(self.args)`` (training_args.bin) into output_dir and every checkpoint,
-    and the output folder is what gets pushed to the Hub; the stock object would store ``--hub_token`` in
-    clear there. Every ``*_token`` field is pickled as None (``to_dict`` already masks the same fields);
-    the live object keeps its token for pushing.
-    """
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        for key in state:
-            if key.endswith("_token"):
-                state[key] = None
-        return state
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in output_dir; incomplete ones (a killed save) are skipped loudly."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
+        reverse=True,
+    )
+    for _, path in steps:
+        if is_complete_checkpoint(path):
+            return str(path)
+        logger.warning("Skipping incomplete checkpoint %s (no readable trainer_state.json: a killed save?)", path)
+    return None
 
 
 class LossTrainerMixin:
     """Mixin for a transformers ``Trainer`` subclass that computes its own summed loss.
 
-    Subclasses implement ``loss_terms(outputs, labels) -> (loss_sum, num_items, stats)`` where ``stats`` maps
-    names to detached sums over the items (logged as per-item means), and ``count_items(labels)``.
+    Subclasses set the card facts below and implement ``loss_terms(outputs, labels) -> (loss_sum, num_items,
+    stats)`` where ``stats`` maps names to detached sums over the items (logged as per-item means), and
+    ``count_items(labels)``.
     """
 
     # The loss is already divided by the step's global item count: Trainer must not divide it again.
     loss_is_scaled_for_ga = True
-    # Template name in model_cards/ ("translation" or "classification").
-    card_task: str = ""
+    config_class: ClassVar[type]
+    _name: ClassVar[str]  # what the trainer trains, for messages
+    _template_file: ClassVar[str]  # card template ("translation" or "classification")
+    _tag_names: ClassVar[list[str]] = ["hf_losses"]
+    _nonfinite_hint: ClassVar[str] = "lower the learning rate or check the data"
 
-    def __init__(self, *args, card_info: dict | None = None, **kwargs):
-        """``card_info``: model_name, base_model, dataset (dict), metrics and extra fields for the model card."""
+    def __init__(self, *args, dataset_info: DatasetInfo | None = None, **kwargs):
+        """``dataset_info``: what the model card says about the data (default: the training set's own ``info``)."""
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                f"{type(self).__name__} computes its loss from args (loss=...), so compute_loss_func is not "
+                "used; pass the loss settings in the config, or use the stock Trainer with "
+                "compute_loss_func=hf_losses.trainer_loss_func(...)"
+            )
         super().__init__(*args, **kwargs)
-        self.card_info = dict(card_info or {})
-        self.last_eval_metrics: dict[str, float] = {}
+        if not isinstance(self.args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
+        self.loss_fn = self.args.build_loss(reduction="sum")
+        self.dataset_info = dataset_info or DatasetInfo.from_dataset(self.train_dataset)
+        self.split_metrics: dict[str, dict[str, Any]] = {}  # metric prefix -> metrics of the last evaluation
+        self._card_overrides: dict[str, Any] = {}
 
     def loss_terms(
         self, outputs, labels: torch.Tensor
@@ -66,19 +96,84 @@ class LossTrainerMixin:
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # -- model card --------------------------------------------------------------------------------
+    def card_extra(self) -> dict[str, Any]:
+        """Task-specific card fields (threshold, label names, ...)."""
+        return {}
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        return training_hyperparameters(self.args)
+
+    def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
+        """(split, metrics) for the card: the test split if evaluated, else validation, else any other."""
+        if not self.split_metrics:
+            return None, {}
+        prefix = next((p for p in ("test", "eval") if p in self.split_metrics), next(iter(self.split_metrics)))
+        split = {"test": "test", "eval": "validation"}.get(prefix, prefix.removeprefix("eval_"))
+        metrics = {k.removeprefix(f"{prefix}_"): v for k, v in self.split_metrics[prefix].items()}
+        return split, metrics
+
     def model_card(self):
         """The ``huggingface_hub.ModelCard`` for the current state of training."""
-        info = self.card_info
+        overrides = self._card_overrides
+        split, metrics = self.card_metrics()
+        dataset = DatasetInfo(**{**vars(self.dataset_info), "split": split or self.dataset_info.split})
+        if overrides.get("dataset_tags") or overrides.get("dataset"):
+            dataset.id = _first(overrides.get("dataset_tags")) or _first(overrides.get("dataset"))
+            dataset.name = _first(overrides.get("dataset")) or dataset.name
+            dataset.config = _first(overrides.get("dataset_args")) or dataset.config
+        model = self.accelerator.unwrap_model(self.model)
+        tags = [
+            *self._tag_names,
+            *(getattr(model, "model_tags", None) or []),
+            *_as_list(overrides.get("tags")),
+            *_as_list(overrides.get("tasks")),
+        ]
+        extra = {**self.card_extra(), "tags": list(dict.fromkeys(tags))}
+        for key in ("language", "license"):
+            if overrides.get(key):
+                extra[key] = overrides[key]
+        name = overrides.get("model_name") or (self.args.hub_model_id or "").split("/")[-1]
         return render_model_card(
-            self.card_task,
-            model_name=info.get("model_name") or self.args.hub_model_id or Path(self.args.output_dir).name,
-            base_model=info.get("base_model"),
-            dataset=info.get("dataset", {}),
+            self._template_file,
+            model_name=name or Path(self.args.output_dir).name,
+            base_model=overrides.get("finetuned_from") or getattr(model.config, "_name_or_path", None) or None,
+            dataset=dataset,
             loss=self.args.loss_settings(),
-            hyperparameters=training_hyperparameters(self.args),
-            metrics=info.get("metrics") or self.last_eval_metrics,
-            extra=info.get("extra"),
+            loss_label=self.args.preset.label,
+            is_method=not self.args.preset.baseline,
+            hyperparameters=self.card_hyperparameters(),
+            metrics=metrics,
+            extra=extra,
         )
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write our card to output_dir; the stock arguments are kept for every later card of this trainer."""
+        given = dict(
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            finetuned_from=finetuned_from,
+            tasks=tasks,
+            dataset_tags=dataset_tags,
+            dataset=dataset,
+            dataset_args=dataset_args,
+        )
+        self._card_overrides.update({k: v for k, v in given.items() if v is not None})
+        if self.args.should_save:
+            write_model_card(self.model_card(), self.args.output_dir)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def _stat_sums(self, split: str) -> dict[str, torch.Tensor]:
@@ -93,6 +188,12 @@ class LossTrainerMixin:
         for name, value in stats.items():
             sums[name] = sums[name] + value.detach().double()
 
+    def _reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over all processes (collective)."""
+        if self.accelerator.num_processes > 1:
+            return self.accelerator.reduce(tensor, reduction="sum")
+        return tensor
+
     def _pop_means(self, split: str) -> dict[str, float]:
         """Per-item means of the recorded sums over all processes since the last call (collective)."""
         sums = self._stat_sums(split)
@@ -101,14 +202,20 @@ class LossTrainerMixin:
         names = sorted(sums)
         device = self.args.device
         packed = torch.stack([torch.as_tensor(sums[n], dtype=torch.float64, device=device) for n in names])
-        if self.accelerator.num_processes > 1:
-            packed = self.accelerator.reduce(packed, reduction="sum")
-        totals = dict(zip(names, packed.tolist(), strict=True))
+        totals = dict(zip(names, self._reduce_sum(packed).tolist(), strict=True))
         sums.clear()
         items = totals.pop("items")
         return {name: value / items for name, value in totals.items()} if items > 0 else {}
 
     # -- Trainer hooks -----------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``resume_from_checkpoint=True`` picks the last *complete* checkpoint in output_dir."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         """Fetch one optimiser step of micro-batches and count their loss items over all processes."""
         batches = []
@@ -121,9 +228,7 @@ class LossTrainerMixin:
         for batch in batches:
             if "labels" in batch:
                 count = count + self.count_items(batch["labels"]).to(device)
-        if self.accelerator.num_processes > 1:
-            count = self.accelerator.reduce(count, reduction="sum")
-        return batches, count
+        return batches, self._reduce_sum(count)
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None
@@ -134,14 +239,11 @@ class LossTrainerMixin:
         and no checkpoint ever contains the bad step.
         """
         loss = super().training_step(model, inputs, num_items_in_batch)
-        bad = (~torch.isfinite(loss)).float()
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, reduction="sum")
+        bad = self._reduce_sum((~torch.isfinite(loss)).float())
         if bad.item() > 0:
             raise NonFiniteLossError(
                 f"non-finite training loss at step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}); "
-                "stopped before the optimizer update, so no checkpoint holds it: lower the learning rate, "
-                "use --log_end < 1 (cel), or check the data"
+                f"stopped before the optimizer update, so no checkpoint holds it: {self._nonfinite_hint}"
             )
         return loss
 
@@ -156,30 +258,32 @@ class LossTrainerMixin:
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         outputs = model(**self.model_inputs(model, inputs, labels))
-        loss_sum, num_items, stats = self.loss_terms(outputs, labels)
         if model.training and num_items_in_batch is not None:
+            loss_sum, num_items, stats = self.loss_terms(outputs, labels)
             divisor = torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
             loss = loss_sum / divisor * self.accelerator.num_processes
             self._record("train", num_items, loss_sum, stats)
         else:
-            if not model.training:  # count only real examples, as the stock metrics do
-                loss_sum, num_items, stats = self._eval_terms(outputs, labels)
+            # In evaluation count only real examples, as the stock metrics do (predictions keep every row).
+            kept_outputs, kept_labels = (outputs, labels) if model.training else self._real_examples(outputs, labels)
+            loss_sum, num_items, stats = self.loss_terms(kept_outputs, kept_labels)
+            if not model.training:
+                self.record_evaluation(kept_outputs, kept_labels)
             loss = loss_sum / num_items.clamp(min=1)
             self._record("eval", num_items, loss_sum, stats)
         return (loss, outputs) if return_outputs else loss
 
-    def _eval_terms(self, outputs, labels: torch.Tensor):
-        """``loss_terms`` over the rows of an evaluation batch that are real examples (collective).
+    def _real_examples(self, outputs, labels: torch.Tensor):
+        """The outputs and labels of the rows of an evaluation batch that are real examples (collective).
 
         With several processes accelerate repeats examples to even out the last evaluation batch;
         ``gather_for_metrics`` drops the repeats from predictions, and this drops them from the loss sums
         in exactly the same way, so evaluation means do not depend on the number of processes.
         """
         keep = self._real_rows(labels.shape[0], labels.device)
-        if keep is not None and not bool(keep.all()):
-            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-            outputs, labels = {"logits": logits[keep]}, labels[keep]
-        return self.loss_terms(outputs, labels)
+        if keep is None or bool(keep.all()):
+            return outputs, labels
+        return {name: value[keep] for name, value in outputs.items() if torch.is_tensor(value)}, labels[keep]
 
     def _real_rows(self, num_rows: int, device: torch.device) -> torch.Tensor | None:
         """Mask of this process's batch rows that ``gather_for_metrics`` keeps; None on a single process."""
@@ -192,6 +296,13 @@ class LossTrainerMixin:
         keep = torch.zeros(num_rows, dtype=torch.bool, device=device)
         keep[kept[kept[:, 0] == rank, 1]] = True
         return keep
+
+    def record_evaluation(self, outputs, labels: torch.Tensor) -> None:
+        """Accumulate task statistics of one evaluation batch of real examples (see ``evaluation_metrics``)."""
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """Metrics from what ``record_evaluation`` accumulated over the whole evaluation set (collective)."""
+        return {}
 
     def model_inputs(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
         """The forward arguments (labels are kept out so the model computes no loss of its own)."""
@@ -211,10 +322,11 @@ class LossTrainerMixin:
         output = super().evaluation_loop(
             dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
         )
-        for name, value in self._pop_means("eval").items():
+        extra = {**self._pop_means("eval"), **self.evaluation_metrics()}
+        for name, value in extra.items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
-        if metric_key_prefix == "eval":
-            self.last_eval_metrics = dict(output.metrics)
+        if metric_key_prefix != "tune":
+            self.split_metrics[metric_key_prefix] = dict(output.metrics)
         return output
 
     def _finalize_training(self, *args, **kwargs):
@@ -231,14 +343,24 @@ class LossTrainerMixin:
         """Save as usual, then write the current model card next to the weights."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            write_model_card(
-                self.model_card(), output_dir if output_dir is not None else self.args.output_dir
-            )
+            write_model_card(self.model_card(), output_dir if output_dir is not None else self.args.output_dir)
 
-    def create_model_card(self, *args, **kwargs) -> None:
-        """``push_to_hub`` calls this: write our card instead of the generic Trainer draft."""
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """A checkpoint push uploads output_dir (not the checkpoint): put the current card there first."""
         if self.args.should_save:
             write_model_card(self.model_card(), self.args.output_dir)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _first(value: Any) -> Any:
+    values = _as_list(value)
+    return values[0] if values else None
 
 
 def training_hyperparameters(args) -> dict:

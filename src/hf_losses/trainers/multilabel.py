@@ -3,117 +3,109 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..losses import asymmetric_polynomial_loss
-from ..losses._common import check_non_negative, check_range
+from ..losses import AsymmetricPolynomialLoss
 from ..metrics import MultiLabelMetrics, sigmoid, tune_threshold
-from .common import LossTrainerMixin, OmitSecretsWhenPickled
+from .base_config import LossConfigMixin, LossPreset
+from .common import LossTrainerMixin
 
-LOSS_KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
-
-# Each --loss is a preset of SPEC section 2; "poly1" takes alpha1 = beta1 = poly_epsilon when resolved.
-PRESETS: dict[str, dict[str, float | bool]] = {
-    "bce": dict(
-        gamma_pos=0.0, gamma_neg=0.0, clip=0.0, alpha1=0.0, alpha2=0.0, beta1=0.0, detach_focusing_weight=True
-    ),
-    "asl": dict(
-        gamma_pos=0.0,
-        gamma_neg=4.0,
-        clip=0.05,
-        alpha1=0.0,
-        alpha2=0.0,
-        beta1=0.0,
-        detach_focusing_weight=True,
-    ),
-    "focal": dict(
-        gamma_pos=2.0,
-        gamma_neg=2.0,
-        clip=0.0,
-        alpha1=0.0,
-        alpha2=0.0,
-        beta1=0.0,
-        detach_focusing_weight=False,
-    ),
-    "poly1": dict(
-        gamma_pos=0.0,
-        gamma_neg=0.0,
-        clip=0.0,
-        alpha1=None,
-        alpha2=0.0,
-        beta1=None,
-        detach_focusing_weight=True,
-    ),
-    "apl": dict(
-        gamma_pos=0.0,
-        gamma_neg=4.0,
-        clip=0.05,
-        alpha1=-1.0,
-        alpha2=1.25,
-        beta1=0.0,
-        detach_focusing_weight=True,
-    ),
-}
+_NO_POLY = {"alpha1": 0.0, "alpha2": 0.0, "beta1": 0.0}
 
 
 @dataclass
-class MultiLabelConfig(OmitSecretsWhenPickled, TrainingArguments):
+class MultiLabelConfig(LossConfigMixin, TrainingArguments):
     """TrainingArguments plus the multi-label loss: a preset (``loss``) whose knobs any flag you set overrides.
 
-    After construction every knob holds its resolved value, so checkpoints and cards record what ran.
+    What each preset means: ``PRESETS`` below (the maths: docs/losses.md). ``poly1`` sets alpha1 = beta1 =
+    ``poly_epsilon``. The knobs stay ``None`` unless set; the preset is applied whenever the loss is built.
     """
 
-    loss: str = field(
-        default="apl", metadata={"help": f"One of {', '.join(PRESETS)}: a preset of the knobs below."}
-    )
+    PRESETS = {
+        "bce": LossPreset(
+            "binary cross-entropy (BCE)",
+            baseline=True,
+            defaults={"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, **_NO_POLY, "detach_focusing_weight": True},
+        ),
+        "asl": LossPreset(
+            "asymmetric loss (ASL)",
+            baseline=True,
+            defaults={"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, **_NO_POLY, "detach_focusing_weight": True},
+        ),
+        "focal": LossPreset(
+            "focal loss",
+            baseline=True,
+            defaults={"gamma_pos": 2.0, "gamma_neg": 2.0, "clip": 0.0, **_NO_POLY, "detach_focusing_weight": False},
+        ),
+        "poly1": LossPreset(
+            "Poly-1 loss",
+            baseline=True,
+            defaults={"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, "alpha2": 0.0, "detach_focusing_weight": True},
+        ),
+        "apl": LossPreset(
+            "asymmetric polynomial loss (APL)",
+            baseline=False,
+            defaults={
+                "gamma_pos": 0.0,
+                "gamma_neg": 4.0,
+                "clip": 0.05,
+                "alpha1": -1.0,
+                "alpha2": 1.25,
+                "beta1": 0.0,
+                "detach_focusing_weight": True,
+            },
+        ),
+    }
+    KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
+
+    loss: str = field(default="apl", metadata={"help": "One of bce, asl, focal, poly1, apl: a preset of the knobs below."})
     gamma_pos: float | None = field(default=None, metadata={"help": "Focusing exponent of positives (>= 0)."})
     gamma_neg: float | None = field(default=None, metadata={"help": "Focusing exponent of negatives (>= 0)."})
     clip: float | None = field(default=None, metadata={"help": "Probability shift of negatives, in [0, 1)."})
-    alpha1: float | None = field(
-        default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."}
-    )
-    alpha2: float | None = field(
-        default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."}
-    )
+    alpha1: float | None = field(default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."})
+    alpha2: float | None = field(default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."})
     beta1: float | None = field(default=None, metadata={"help": "Weight of p_m in the negative polynomial."})
-    poly_epsilon: float = field(
-        default=1.0, metadata={"help": "Epsilon of the poly1 preset (alpha1 = beta1)."}
+    poly_epsilon: float | None = field(
+        default=None, metadata={"help": "Epsilon of the poly1 preset: alpha1 = beta1 = epsilon (default 1)."}
     )
     detach_focusing_weight: bool | None = field(
         default=None,
-        metadata={"help": "Treat the focusing weights as constants in backward (APL/ASL default)."},
+        # nargs/const: a bare `--detach_focusing_weight` means True, as for the other bool flags.
+        metadata={"help": "Treat the focusing weights as constants in backward (APL/ASL default).", "nargs": "?", "const": True},
     )
-    threshold: float = field(
-        default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."}
-    )
+    threshold: float = field(default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."})
     tune_threshold: bool = field(
-        default=False, metadata={"help": "Pick the global threshold that maximises validation micro-F1."}
+        default=False,
+        metadata={"help": "After training, set the global threshold that maximises micro-F1 on the eval set."},
     )
 
     def __post_init__(self):
-        if self.loss not in PRESETS:
-            raise ValueError(f"--loss must be one of {', '.join(PRESETS)}; got {self.loss!r}")
-        preset = dict(PRESETS[self.loss])
-        if self.loss == "poly1":
-            preset.update(alpha1=self.poly_epsilon, beta1=self.poly_epsilon)
-        for knob in LOSS_KNOBS:
-            if getattr(self, knob) is None:
-                setattr(self, knob, preset[knob])
-        check_non_negative("--gamma_pos", self.gamma_pos)
-        check_non_negative("--gamma_neg", self.gamma_neg)
-        check_range("--clip", self.clip, 0.0, 1.0, low_open=False, high_open=True)
-        check_range("--threshold", self.threshold, 0.0, 1.0, low_open=True, high_open=True)
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"--threshold must be in (0, 1), got {self.threshold!r}")
         super().__post_init__()
+        self.check_loss()
 
-    def loss_settings(self) -> dict[str, float | str | bool]:
-        """The resolved loss settings, as recorded in model cards."""
-        settings = {"loss": self.loss, **{knob: getattr(self, knob) for knob in LOSS_KNOBS}}
+    def resolved_knobs(self) -> dict[str, Any]:
+        knobs = super().resolved_knobs()
         if self.loss == "poly1":
-            settings["poly_epsilon"] = self.poly_epsilon
+            epsilon = 1.0 if self.poly_epsilon is None else self.poly_epsilon
+            knobs = {"alpha1": epsilon, "beta1": epsilon, **knobs}
+        elif self.poly_epsilon is not None:
+            raise ValueError(f"--poly_epsilon applies to --loss poly1 only; got --loss {self.loss}")
+        return knobs
+
+    def loss_settings(self) -> dict[str, Any]:
+        settings = super().loss_settings()
+        if self.loss == "poly1":
+            settings["poly_epsilon"] = 1.0 if self.poly_epsilon is None else self.poly_epsilon
         return settings
+
+    def build_loss(self, reduction: str = "sum") -> AsymmetricPolynomialLoss:
+        return AsymmetricPolynomialLoss(**self.loss_kwargs(), reduction=reduction)
 
 
 class MultiLabelTrainer(LossTrainerMixin, Trainer):
@@ -121,48 +113,72 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
 
     The loss is the mean over all label entries of the whole accumulated, all-process batch (the
     ``BCEWithLogitsLoss`` convention, so BCE learning rates carry over). ``compute_metrics`` defaults to
-    :class:`MultiLabelMetrics` at ``args.threshold``.
+    :class:`MultiLabelMetrics` at ``args.threshold``; with ``args.tune_threshold`` the threshold is tuned on
+    the eval set at the end of ``train()`` (or call :meth:`tune_threshold` with another split).
+
+    Example::
+
+        from transformers import DataCollatorWithPadding
+        from hf_losses import MultiLabelConfig, MultiLabelTrainer
+
+        args = MultiLabelConfig(output_dir="out", loss="apl", tune_threshold=True)
+        trainer = MultiLabelTrainer(
+            model=model, args=args, train_dataset=train, eval_dataset=valid, processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        trainer.train()
     """
 
     args: MultiLabelConfig
-    card_task = "classification"
+    config_class = MultiLabelConfig
+    _name = "MultiLabelTrainer"
+    _template_file = "classification"
+    _nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.args, MultiLabelConfig):
-            raise TypeError("MultiLabelTrainer needs args=MultiLabelConfig(...)")
         if self.compute_metrics is None:
             self.compute_metrics = MultiLabelMetrics(threshold=self.args.threshold)
+        self.threshold_split: str | None = None  # where the threshold was tuned, if it was
 
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.tensor(labels.numel(), device=labels.device)
 
     def loss_terms(self, outputs, labels):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        a = self.args
-        loss = asymmetric_polynomial_loss(
-            logits,
-            labels.to(logits.dtype),
-            gamma_pos=a.gamma_pos,
-            gamma_neg=a.gamma_neg,
-            clip=a.clip,
-            alpha1=a.alpha1,
-            alpha2=a.alpha2,
-            beta1=a.beta1,
-            detach_focusing_weight=a.detach_focusing_weight,
-            reduction="sum",
-        )
-        return loss, self.count_items(labels), {}
+        return self.loss_fn(logits, labels.to(logits.dtype)), self.count_items(labels), {}
 
-    def tune_threshold(self, eval_dataset=None) -> tuple[float, float]:
-        """Set the global threshold maximising micro-F1 on `eval_dataset`; store it in args, metrics and model config."""
-        output = self.predict(
-            eval_dataset if eval_dataset is not None else self.eval_dataset, metric_key_prefix="tune"
-        )
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.args.tune_threshold:
+            if self.eval_dataset is None or isinstance(self.eval_dataset, dict):
+                raise ValueError("tune_threshold=True needs one eval_dataset (or call trainer.tune_threshold(data))")
+            self.tune_threshold()
+        return output
+
+    def tune_threshold(self, dataset=None, split: str = "validation") -> tuple[float, float]:
+        """Set the global threshold maximising micro-F1 on `dataset` (default: the eval set), everywhere it is used.
+
+        The threshold goes into args, the metrics, the model config (saved with the model) and the card, which
+        names `split` as the data it was tuned on.
+        """
+        output = self.predict(dataset if dataset is not None else self.eval_dataset, metric_key_prefix="tune")
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         threshold, f1 = tune_threshold(sigmoid(logits), np.asarray(output.label_ids))
         self.args.threshold = threshold
         if isinstance(self.compute_metrics, MultiLabelMetrics):
             self.compute_metrics.threshold = threshold
         self.accelerator.unwrap_model(self.model).config.threshold = threshold
+        self.threshold_split = split
         return threshold, f1
+
+    def card_extra(self) -> dict[str, Any]:
+        config = self.accelerator.unwrap_model(self.model).config
+        names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+        default_names = [f"LABEL_{i}" for i in range(len(names))]
+        return {
+            "threshold": self.args.threshold,
+            "threshold_tuned": self.threshold_split is not None,
+            "threshold_split": self.threshold_split,
+            "label_names": names if names != default_names else self.dataset_info.label_names,
+        }

@@ -4,66 +4,65 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch import nn
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from ..losses import encouraging_loss_with_stats
-from ..losses._common import check_non_negative, check_range
-from .common import LossTrainerMixin, OmitSecretsWhenPickled
-
-SEQ2SEQ_LOSSES = ("ce", "el", "cel")
+from ..losses import EncouragingLoss
+from ..metrics.calibration import TokenCalibration, token_calibration_counts
+from .base_config import LossConfigMixin, LossPreset
+from .common import LossTrainerMixin
 
 
 @dataclass
-class EncouragingSeq2SeqConfig(OmitSecretsWhenPickled, Seq2SeqTrainingArguments):
+class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
     """Seq2SeqTrainingArguments plus the encouraging-loss settings (exposed as CLI flags by HfArgumentParser).
 
     ``label_smoothing_factor`` smooths the NLL and the bonus alike, as in the paper's translation criterion.
+    What ce, el and cel mean: ``PRESETS`` below (the maths: docs/losses.md).
     """
+
+    PRESETS = {
+        "ce": LossPreset("cross-entropy", baseline=True, fixed={"log_end": 1.0, "bonus_weight": 0.0}),
+        "el": LossPreset("encouraging loss (EL)", baseline=False, fixed={"log_end": 1.0}, defaults={"bonus_weight": 1.0}),
+        "cel": LossPreset(
+            "conservative encouraging loss (CEL)", baseline=False, defaults={"log_end": 0.5, "bonus_weight": 1.0}
+        ),
+    }
+    KNOBS = ("log_end", "bonus_weight")
 
     loss: str = field(
         default="cel",
-        metadata={
-            "help": "ce: cross-entropy; el: full bonus log(1-p) (log_end=1); cel: conservative bonus (log_end)."
-        },
+        metadata={"help": "ce: cross-entropy; el: full bonus log(1-p) (log_end 1); cel: conservative bonus."},
     )
-    log_end: float = field(
-        default=0.5,
-        metadata={"help": "LE in (0, 1]: where the CEL bonus turns linear (ignored by el and ce)."},
+    log_end: float | None = field(
+        default=None, metadata={"help": "LE in (0, 1]: where the cel bonus turns linear (default 0.5; cel only)."}
     )
-    bonus_weight: float = field(
-        default=1.0, metadata={"help": "rho >= 0: weight of the bonus (0 is cross-entropy)."}
+    bonus_weight: float | None = field(
+        default=None, metadata={"help": "rho >= 0: weight of the bonus (default 1; el and cel only)."}
     )
 
     def __post_init__(self):
-        if self.loss not in SEQ2SEQ_LOSSES:
-            raise ValueError(f"--loss must be one of {', '.join(SEQ2SEQ_LOSSES)}; got {self.loss!r}")
-        check_range("--log_end", self.log_end, 0.0, 1.0, low_open=True, high_open=False)
-        check_non_negative("--bonus_weight", self.bonus_weight)
-        check_range(
-            "--label_smoothing_factor", self.label_smoothing_factor, 0.0, 1.0, low_open=False, high_open=True
-        )
         super().__post_init__()
+        self.check_loss()
 
-    @property
-    def effective_log_end(self) -> float:
-        """The LE the loss uses: 1 for "el" (and irrelevant for "ce"), ``log_end`` for "cel"."""
-        return self.log_end if self.loss == "cel" else 1.0
+    def loss_kwargs(self) -> dict[str, Any]:
+        return {**self.resolved_knobs(), "label_smoothing": self.label_smoothing_factor, "ignore_index": -100}
 
-    @property
-    def effective_bonus_weight(self) -> float:
-        """rho as used: 0 for "ce"."""
-        return 0.0 if self.loss == "ce" else self.bonus_weight
+    def loss_settings(self) -> dict[str, Any]:
+        return {"loss": self.loss, **self.resolved_knobs(), "label_smoothing_factor": self.label_smoothing_factor}
 
-    def loss_settings(self) -> dict[str, float | str]:
-        """The resolved loss settings, as recorded in model cards."""
-        return {
-            "loss": self.loss,
-            "log_end": self.effective_log_end,
-            "bonus_weight": self.effective_bonus_weight,
-            "label_smoothing_factor": self.label_smoothing_factor,
-        }
+    def build_loss(self, reduction: str = "sum") -> EncouragingLoss:
+        return EncouragingLoss(**self.loss_kwargs(), reduction=reduction)
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs from labels: ``[start, y_1, ..., y_{T-1}]`` with ignored (-100) positions as padding."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[..., 1:] = labels[..., :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
 class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
@@ -72,41 +71,103 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
     Logs ``nll_loss`` (plain per-token -log p_y) and ``bonus`` (mean b(p_y)) beside ``loss``: the EL value
     can be negative and is not comparable to cross-entropy. In evaluation ``eval_loss``, ``eval_nll_loss``
     and ``eval_bonus`` are exact per-token means over the evaluation set; with ``predict_with_generate`` they
-    are still teacher-forced (computed from the same forward pass the stock trainer uses for its loss).
+    are still teacher-forced, from one forward pass without labels (the model computes no loss of its own).
+
+    Example::
+
+        from transformers import DataCollatorForSeq2Seq
+        from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
+
+        args = EncouragingSeq2SeqConfig(output_dir="out", loss="cel", log_end=0.5, label_smoothing_factor=0.1)
+        trainer = EncouragingSeq2SeqTrainer(
+            model=model, args=args, train_dataset=train, eval_dataset=valid, processing_class=tokenizer,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        )
+        trainer.train()
     """
 
     args: EncouragingSeq2SeqConfig
-    card_task = "translation"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, EncouragingSeq2SeqConfig):
-            raise TypeError("EncouragingSeq2SeqTrainer needs args=EncouragingSeq2SeqConfig(...)")
-        # Seq2SeqTrainer's generation path scores the teacher-forced outputs with `label_smoother`.
-        self.label_smoother = self._teacher_forced_loss
+    config_class = EncouragingSeq2SeqConfig
+    _name = "EncouragingSeq2SeqTrainer"
+    _template_file = "translation"
+    _nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
 
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
         return labels.ne(-100).sum()
 
     def model_inputs(self, model, inputs, labels):
+        """Decoder inputs from the labels when the collator did not add them (shifted with the model's config)."""
         if "decoder_input_ids" not in inputs and "decoder_inputs_embeds" not in inputs:
             inner = self.accelerator.unwrap_model(model)
             if hasattr(inner, "prepare_decoder_input_ids_from_labels"):
                 inputs["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
+            else:
+                config = inner.config
+                start = config.decoder_start_token_id
+                if start is None:
+                    raise ValueError(
+                        f"{type(inner).__name__} has no decoder_start_token_id in its config: set it, or let "
+                        "the data collator build decoder_input_ids"
+                    )
+                inputs["decoder_input_ids"] = shift_tokens_right(labels, config.pad_token_id, start)
         return inputs
 
     def loss_terms(self, outputs, labels):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        out = encouraging_loss_with_stats(
-            logits,
-            labels,
-            log_end=self.args.effective_log_end,
-            label_smoothing=self.args.label_smoothing_factor,
-            bonus_weight=self.args.effective_bonus_weight,
-            ignore_index=-100,
-            reduction="sum",
-        )
+        out = self.loss_fn(logits, labels, return_stats=True)
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
+
+    def record_evaluation(self, outputs, labels):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        counts = token_calibration_counts(logits, labels)
+        self._calibration = counts if getattr(self, "_calibration", None) is None else self._calibration.merge(counts)
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """``ece`` (top-1 token probability vs accuracy, 15 bins) and ``mean_p_y``, teacher-forced, exact over
+        all processes; the full counts stay in ``self.calibration`` for reliability diagrams."""
+        local = getattr(self, "_calibration", None) or TokenCalibration.zeros(device=self.args.device)
+        self._calibration = None
+        self.calibration = TokenCalibration.unflatten(self._reduce_sum(local.flatten().to(self.args.device)))
+        return self.calibration.metrics() if self.calibration.num_tokens else {}
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs,
+    ):
+        """With generation: the teacher-forced loss through ``compute_loss`` (the one loss entry point), then
+        generation from the source alone (no second forward pass with labels)."""
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        loss = None
+        if labels is not None:
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs).detach()
+        source = {
+            k: v for k, v in inputs.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")
+        }
+        _, generated, _ = super().prediction_step(model, source, False, ignore_keys, **gen_kwargs)
+        return loss, generated, labels
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        generation = getattr(self.accelerator.unwrap_model(self.model), "generation_config", None)
+        return {
+            **super().card_hyperparameters(),
+            "generation_num_beams": self.args.generation_num_beams or getattr(generation, "num_beams", None),
+            "generation_max_length": self.args.generation_max_length,
+        }
+
+    def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
+        split, metrics = super().card_metrics()
+        signatures = getattr(self.compute_metrics, "signatures", None)
+        if metrics and signatures:
+            metrics = {**metrics, **signatures}
+        return split, metrics
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -130,8 +191,3 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
         return super().evaluation_loop(
             dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
         )
-
-    def _teacher_forced_loss(self, outputs, labels, **_):
-        loss_sum, num_items, stats = self._eval_terms(outputs, labels)
-        self._record("eval", num_items, loss_sum, stats)
-        return loss_sum / num_items.clamp(min=1)
