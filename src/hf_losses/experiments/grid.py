@@ -1,0 +1,154 @@
+"""The grid file of a comparison: which script, which seeds, which variants, which shared flags.
+
+    task: translation            # or classification: scripts/translate.py or scripts/classify.py
+    seeds: [1, 2, 3]
+    baseline: ce
+    description: optional text for the report
+    args: {train_file: ..., do_train: true, label_smoothing_factor: 0.1}   # flags shared by every run
+    variants:
+      ce: {loss: ce}
+      cel: {loss: cel, log_end: 0.5}
+
+Every run is ``python scripts/<task script> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
+variant flags override shared ones; a list value becomes several values (``text_column: [title, body]``);
+booleans become ``true``/``false``. ``seed``, ``output_dir`` and ``overwrite_output_dir`` belong to the runner.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["GridError", "Grid", "load_grid", "TASK_SCRIPTS"]
+
+TASK_SCRIPTS = {"translation": "translate.py", "classification": "classify.py"}
+RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
+KEYS = ("task", "seeds", "baseline", "args", "variants", "description")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class GridError(ValueError):
+    """A bad grid file, reported as one line."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    task: str
+    seeds: tuple[int, ...]
+    baseline: str
+    args: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    @property
+    def script(self) -> str:
+        return TASK_SCRIPTS[self.task]
+
+    def flags(self, variant: str) -> dict[str, Any]:
+        """The shared flags with the variant's on top."""
+        return {**self.args, **self.variants[variant]}
+
+    def runs(self) -> list[tuple[str, int]]:
+        """(variant, seed) in the order they run: seed by seed, so a partial grid has whole seeds."""
+        return [(v, s) for s in self.seeds for v in self.variants]
+
+    def command(self, variant: str, seed: int, output_dir: Path, scripts_dir: Path) -> list[str]:
+        """The argv of one run."""
+        argv = [sys.executable, str(Path(scripts_dir) / self.script)]
+        for flag, value in self.flags(variant).items():
+            values = value if isinstance(value, list) else [value]
+            argv += [f"--{flag}", *(_as_text(v) for v in values)]
+        return [*argv, "--seed", str(seed), "--output_dir", str(output_dir)]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _check_flags(where: str, flags: Any) -> dict[str, Any]:
+    if flags is None:
+        return {}
+    if not isinstance(flags, dict):
+        raise GridError(f"{where} must be a mapping of flag names to values; got {type(flags).__name__}")
+    for name, value in flags.items():
+        if not isinstance(name, str) or not FLAG.match(name.removeprefix("--")):
+            raise GridError(f"{where}: {name!r} is not a flag name (letters, digits, underscores)")
+        if name.removeprefix("--") in RUNNER_FLAGS:
+            raise GridError(
+                f"{where}: --{name.removeprefix('--')} is set by the runner; remove it from the grid"
+            )
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+            raise GridError(f"{where}.{name}: values must be strings, numbers, booleans or a list of them")
+    return {name.removeprefix("--"): value for name, value in flags.items()}
+
+
+def parse_grid(data: Any, source: str = "<grid>") -> Grid:
+    """Validate a loaded grid mapping; every problem is one :class:`GridError` line naming the key."""
+    if not isinstance(data, dict):
+        raise GridError(f"{source}: a grid file must be a YAML mapping with keys {', '.join(KEYS)}")
+    unknown = [k for k in data if k not in KEYS]
+    if unknown:
+        raise GridError(
+            f"{source}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(KEYS)}"
+        )
+    missing = [k for k in ("task", "seeds", "baseline", "variants") if k not in data]
+    if missing:
+        raise GridError(f"{source}: missing key(s) {', '.join(missing)}")
+    task = data["task"]
+    if task not in TASK_SCRIPTS:
+        raise GridError(f"{source}: task must be one of {', '.join(TASK_SCRIPTS)}; got {task!r}")
+    seeds = data["seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise GridError(f"{source}: seeds must be a non-empty list of non-negative integers; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise GridError(f"{source}: seeds must be distinct; got {seeds!r}")
+    variants = data["variants"]
+    if not isinstance(variants, dict) or len(variants) < 2:
+        raise GridError(f"{source}: variants must map at least two names to flag mappings")
+    for name in variants:
+        if not isinstance(name, str) or not NAME.match(name):
+            raise GridError(f"{source}: variant name {name!r} must be letters, digits, '_', '.', '-'")
+    checked = {name: _check_flags(f"variants.{name}", flags) for name, flags in variants.items()}
+    if data["baseline"] not in checked:
+        raise GridError(
+            f"{source}: baseline {data['baseline']!r} is not a variant; variants: {', '.join(checked)}"
+        )
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise GridError(f"{source}: description must be text")
+    return Grid(
+        task=task,
+        seeds=tuple(seeds),
+        baseline=data["baseline"],
+        args=_check_flags("args", data.get("args")),
+        variants=checked,
+        description=description.strip(),
+        source=source,
+    )
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a YAML grid file."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        first = " ".join(str(err).split())
+        raise GridError(f"{path}: not valid YAML ({first})") from None
+    return parse_grid(data, source=str(path))

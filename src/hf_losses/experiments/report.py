@@ -1,0 +1,169 @@
+"""report.md: settings, the exact command, tables over seeds, comparisons with their test, figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .aggregate import RunResult
+from .grid import Grid
+from .significance import BOOTSTRAP_SAMPLES
+
+__all__ = ["MAIN_METRICS", "main_metrics", "write_report"]
+
+MAIN_METRICS = {
+    "translation": ("bleu", "chrf", "ece", "mean_p_y", "nll_loss", "gen_len"),
+    "classification": ("f1_macro", "f1_micro", "map", "ece", "threshold"),
+}
+
+
+def main_metrics(task: str, summary: dict) -> list[str]:
+    """The headline metrics present in the summary: test first, then validation."""
+    present = {m for metrics in summary.values() for m in metrics}
+    return [f"{p}_{m}" for p in ("test", "eval") for m in MAIN_METRICS[task] if f"{p}_{m}" in present]
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return (
+        "–"
+        if value is None
+        else f"{value:.{digits}g}"
+        if abs(value) < 1e-3 and value
+        else f"{value:.{digits}f}"
+    )
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+SIGNIFICANCE_TEXT = {
+    "translation": (
+        "BLEU and chrF: sacreBLEU's paired bootstrap resampling (`sacrebleu.significance.PairedTest`, "
+        f"`test_type='bs'`, {BOOTSTRAP_SAMPLES} resamples, seed 12345), two-sided, between the baseline and the "
+        "variant trained with the same seed, on the test sentences (validation when the runs did not predict on "
+        "test). The headline p-value (`p_value`) runs that test once on the concatenation of all seed pairs "
+        "(sentence i of seed k of the baseline is paired with sentence i of seed k of the variant), so it "
+        "measures how sure we can be of the difference in corpus score over these trained models given the "
+        "finite test set; the per-seed p-values are the same test on each seed pair alone. It does not "
+        "resample training seeds: `p_value_seeds`, a paired t-test of the per-seed scores, is the check "
+        "against the spread between seeds (weak with 2-3 seeds). Metrics without a bootstrap (ECE, mean p_y, "
+        "NLL) carry only the seed t-test."
+    ),
+    "classification": (
+        "F1 (micro, macro), mAP and ECE: paired bootstrap over test examples (validation when there is no "
+        f"test split), {BOOTSTRAP_SAMPLES} resamples with seed 12345: the same resampled examples score both "
+        "systems, each metric is recomputed exactly on the resample (F1 at the threshold each run used), and "
+        "p = (1 + #{|Δ_i| - mean|Δ| >= |Δ|}) / (B + 1), the rule sacreBLEU uses for its paired bootstrap. "
+        "`p_value` pools all seed pairs (examples of seed k of the baseline paired with those of seed k of the "
+        "variant); per-seed p-values are listed; `p_value_seeds` is a paired t-test of the per-seed values, "
+        "the check against the spread between seeds. Other metrics carry only the seed t-test."
+    ),
+}
+
+
+def write_report(
+    path: Path,
+    grid: Grid,
+    command: str,
+    runs: list[RunResult],
+    summary: dict,
+    comparisons: dict,
+    figures: list[Path],
+    reference_sources: list[str],
+    example_command: list[str],
+) -> None:
+    """Write report.md."""
+    variants = list(grid.variants)
+    metrics = main_metrics(grid.task, summary)
+    finished = [r for r in runs if r.finished]
+    lines = [f"# Comparison: {Path(grid.source).stem or 'grid'}", ""]
+    if grid.description:
+        lines += [grid.description, ""]
+    lines += [
+        "## Command",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Task `{grid.task}` (`scripts/{grid.script}`), seeds {list(grid.seeds)}, baseline `{grid.baseline}`. "
+        f"Runs finished: {len(finished)} of {len(runs)}.",
+        "",
+        "## Settings",
+        "",
+        "Flags shared by every run:",
+        "",
+        "```yaml",
+        *(f"{k}: {v}" for k, v in grid.args.items()),
+        "```",
+        "",
+        "| variant | its flags |",
+        "|---|---|",
+        *(
+            f"| {v} | {', '.join(f'--{k} {x}' for k, x in f.items()) or '(shared flags only)'} |"
+            for v, f in grid.variants.items()
+        ),
+        "",
+        "One run, as the runner starts it:",
+        "",
+        "```bash",
+        " ".join(example_command),
+        "```",
+        "",
+    ]
+    missing = [f"{r.variant}/seed-{r.seed}" for r in runs if not r.finished]
+    if missing:
+        lines += [f"**Not finished (not in the tables):** {', '.join(missing)}.", ""]
+
+    lines += ["## Results (mean ± std over seeds, n runs)", ""]
+    if metrics:
+        lines += ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for variant in variants:
+            cells = []
+            for metric in metrics:
+                s = summary.get(variant, {}).get(metric)
+                cells.append("–" if s is None else f"{_number(s['mean'])} ± {_number(s['std'])} ({s['n']})")
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    else:
+        lines.append("No finished runs yet.")
+    lines.append("")
+
+    lines += [f"## Against the baseline `{grid.baseline}`", ""]
+    compared = [m for m in metrics if any(m in c for c in comparisons.values())]
+    if comparisons and compared:
+        lines += [
+            "Δ = mean(variant) − mean(baseline); p = `p_value` (its test below); p seeds = paired t-test over seeds.",
+            "",
+            "| variant | metric | Δ | p | test | p per seed | p seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, table in comparisons.items():
+            for metric in compared:
+                c = table.get(metric)
+                if c is None:
+                    continue
+                per_seed = ", ".join(f"{s}: {_p(p)}" for s, p in c["p_value_per_seed"].items()) or "–"
+                lines.append(
+                    f"| {variant} | {metric} | {c['delta']:+.4f} | {_p(c['p_value'])} | {c['test'] or '–'} | "
+                    f"{per_seed} | {_p(c['p_value_seeds'])} |"
+                )
+    else:
+        lines.append("No comparison yet (the baseline and a variant both need finished runs).")
+    lines += ["", "### The significance test", "", SIGNIFICANCE_TEXT[grid.task], ""]
+    if reference_sources:
+        lines += [f"References for the bootstrap: {'; '.join(reference_sources)}.", ""]
+
+    signatures = sorted(
+        {f"`{k}`: `{v}`" for r in finished for k, v in r.texts.items() if k.endswith("signature")}
+    )
+    if signatures:
+        lines += ["## sacreBLEU signatures", "", *(f"- {s}" for s in signatures), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in figures]
+        lines.append("")
+    lines += ["## Runs", "", "| run | finished | wall time of its last sitting (s) |", "|---|---|---|"]
+    for r in runs:
+        wall = "–" if r.wall_time_s is None else f"{r.wall_time_s:.0f}"
+        lines.append(f"| {r.variant}/seed-{r.seed} | {'yes' if r.finished else 'no'} | {wall} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
