@@ -521,7 +521,7 @@ def test_invalid_target_values(bad):
     x, t = _inputs((2, 5), gen=_gen(15))
     t[1, 3] = bad
     for call in _calls(x, t):
-        with pytest.raises(ValueError, match="targets"):
+        with pytest.raises(ValueError, match="target"):
             call()
 
 
@@ -532,7 +532,7 @@ def test_shape_mismatch(xshape, tshape):
     x = torch.randn(*xshape)
     t = torch.zeros(*tshape)
     for call in _calls(x, t):
-        with pytest.raises(ValueError, match=r"(?i)shape|targets"):
+        with pytest.raises(ValueError, match=r"(?i)shape|target"):
             call()
 
 
@@ -542,3 +542,137 @@ def test_valid_boundary_hyperparameters():
         out = asymmetric_polynomial_loss(x, t, **kw)
         r = apl_ref(x, t, **dict(DEFAULTS, **kw), reduction="mean")
         assert_close(out, r, **F64_VALUE_TOL)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.nn conventions: target dtypes, double backward, Module attributes and docstring
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int16, torch.int64, torch.float16])
+def test_targets_of_any_dtype(dtype):
+    """0/1 targets may be bool, integer or float: same value and gradient as float targets."""
+    x, t = _inputs((5, 13), gen=_gen(17))
+    lv, lg = _lib(x, t, reduction="none")
+    got_v, got_g = _lib(x, t.to(dtype), reduction="none")
+    torch.testing.assert_close(got_v, lv, rtol=0, atol=0)
+    torch.testing.assert_close(got_g, lg, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int64])
+def test_integer_targets_outside_0_1(dtype):
+    x, t = _inputs((2, 5), gen=_gen(18))
+    t = t.to(dtype)
+    t[0, 1] = 2
+    with pytest.raises(ValueError, match="target must contain only 0 and 1"):
+        asymmetric_polynomial_loss(x, t)
+
+
+def test_double_backward_fails_clearly():
+    x, t = _inputs((3, 8), gen=_gen(19))
+    xx = x.clone().requires_grad_(True)
+    loss = asymmetric_polynomial_loss(xx, t)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, xx, create_graph=True)
+
+
+def test_module_hyperparameters_are_public_attributes():
+    kw = dict(gamma_pos=1.0, gamma_neg=3.0, clip=0.1, alpha1=0.5, alpha2=0.2, beta1=0.4)
+    mod = AsymmetricPolynomialLoss(detach_focusing_weight=False, reduction="sum", **kw)
+    for name, value in kw.items():
+        assert getattr(mod, name) == value
+    assert mod.detach_focusing_weight is False and mod.reduction == "sum"
+    assert "gamma_neg=3.0" in repr(mod)
+    x, t = _inputs((3, 6), gen=_gen(20), dtype=F64)
+    mod.gamma_neg = 2.0  # a changed attribute is what the next call uses
+    expected = asymmetric_polynomial_loss(x, t, **dict(kw, gamma_neg=2.0), detach_focusing_weight=False)
+    assert_close(mod(x, t), expected * x.numel(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(gamma_neg=-1.0), r"^gamma_neg must be in \[0, inf\), got -1.0$"),
+        (dict(gamma_pos=float("nan")), r"^gamma_pos must be in \[0, inf\), got nan$"),
+        (dict(clip=1.0), r"^clip must be in \[0, 1\), got 1.0$"),
+        (dict(alpha1=float("inf")), r"^alpha1 must be in \(-inf, inf\), got inf$"),
+        (dict(beta1=float("nan")), r"^beta1 must be in \(-inf, inf\), got nan$"),
+        (dict(reduction="avg"), r"^reduction must be one of"),
+    ],
+)
+def test_module_validates_at_construction(kw, message):
+    with pytest.raises(ValueError, match=message):
+        AsymmetricPolynomialLoss(**kw)
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    from hf_losses.losses import polynomial
+
+    finder = doctest.DocTestFinder()
+    (test,) = finder.find(polynomial.AsymmetricPolynomialLoss, "AsymmetricPolynomialLoss", module=polynomial)
+    assert test.examples, "the docstring has an example"
+    result = doctest.DocTestRunner().run(test)
+    assert result.failed == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the compiled kernel, its eager fallback, torch.compile of a caller
+# ----------------------------------------------------------------------------------------------
+
+
+def test_failed_compile_falls_back_to_eager(monkeypatch):
+    """Where torch.compile cannot build the kernel (no compiler), one warning, then the eager kernel."""
+    from hf_losses.losses import polynomial
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(polynomial, "_compiled_pass", broken)
+    monkeypatch.setattr(polynomial, "COMPILE_MIN_ELEMENTS", 0)
+    x, t = _inputs((4, 9), gen=_gen(21))
+    with pytest.warns(RuntimeWarning, match="eager kernel"):
+        lv, lg = _lib(x, t, reduction="sum")
+    assert polynomial._compiled_pass is False
+    rv, rg = _ref(apl_ref, x, t, reduction="sum", **DEFAULTS)
+    assert_close(lv, rv, **F32_VALUE_TOL)
+    assert_close(lg, rg, **F32_GRAD_TOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pidx", [0, 1])
+def test_compiled_kernel_matches_reference(monkeypatch, pidx):
+    """The torch.compile kernel (large inputs): exact against float64, extreme logits included, and one
+    compilation serves every input size."""
+    from hf_losses.losses import polynomial
+
+    monkeypatch.setattr(polynomial, "COMPILE_MIN_ELEMENTS", 5000)  # inductor specialises sizes <= 4096
+    params = dict(PARAM_SETS[pidx], detach_focusing_weight=bool(pidx))
+    x, t = _inputs((50, 120), gen=_gen(22))
+    vals = torch.tensor([-1e4, -100.0, -20.0, -3.0, 0.0, 3.0, 20.0, 100.0, 1e4])
+    x[0, :9], t[0, :9], x[1, :9], t[1, :9] = vals, 1.0, vals, 0.0
+    for reduction in ("mean", "none"):
+        _check(x, t, value_tol=F32_VALUE_TOL, grad_tol=F32_GRAD_TOL, reduction=reduction, **params)
+    frames = torch._dynamo.utils.counters["frames"]["ok"]
+    for shape in [(77, 91), (5003,)]:
+        x, t = _inputs(shape, gen=_gen(23))
+        _check(x, t, value_tol=F32_VALUE_TOL, grad_tol=F32_GRAD_TOL, reduction="mean", **params)
+    assert torch._dynamo.utils.counters["frames"]["ok"] == frames, "recompiled for a new size"
+
+
+@pytest.mark.slow
+def test_fullgraph_compile_of_a_caller():
+    """torch.compile(fullgraph=True) of code calling the loss: no graph break on the target check."""
+
+    def step(x, t):
+        return asymmetric_polynomial_loss(x * 2.0, t, gamma_pos=1.0)
+
+    compiled = torch.compile(step, fullgraph=True)
+    x, t = _inputs((4, 7), gen=_gen(24))
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a, b = compiled(x1, t.long()), step(x2, t.long())
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(x1.grad, x2.grad)
