@@ -20,7 +20,12 @@ __all__ = ["aggregate_grid", "main"]
 
 
 def aggregate_grid(
-    grid: Grid, output_dir: Path, command: str, scripts_dir: Path, n_samples: int = BOOTSTRAP_SAMPLES
+    grid: Grid,
+    output_dir: Path,
+    command: str,
+    scripts_dir: Path,
+    n_samples: int = BOOTSTRAP_SAMPLES,
+    figures: bool = True,
 ) -> dict:
     """Read the finished runs and write results.json, report.md and the figures; return the results."""
     output_dir = Path(output_dir)
@@ -29,7 +34,11 @@ def aggregate_grid(
     summary = summarise(runs)
     comparisons, reference_sources = compare(grid, runs, n_samples)
     metrics = main_metrics(grid.task, summary)
-    figures = write_figures(output_dir, runs, list(grid.variants), grid.task, metrics) if summary else []
+    figures = (
+        write_figures(output_dir, runs, list(grid.variants), grid.task, metrics)
+        if summary and figures
+        else []
+    )
     example = grid.command(
         grid.baseline, grid.seeds[0], run_dir(output_dir, grid.baseline, grid.seeds[0]), scripts_dir
     )
@@ -94,6 +103,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry_run", action="store_true", help="print the command of every unfinished run")
     parser.add_argument("--bootstrap_samples", type=int, default=BOOTSTRAP_SAMPLES, help="resamples per test")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no_figures", action="store_true", help="skip the PNG figures (faster report)")
     return parser.parse_args(argv)
 
 
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 status = 1
-        aggregate_grid(grid, output_dir, command, scripts_dir, args.bootstrap_samples)
+        aggregate_grid(grid, output_dir, command, scripts_dir, args.bootstrap_samples, not args.no_figures)
         print(f"{prog}: wrote {output_dir / 'results.json'}, {output_dir / 'report.md'} and the figures")
         return status
     except (GridError, ValueError, FileNotFoundError) as err:
