@@ -1,11 +1,17 @@
 """Numerics under stress: finite values and gradients for extreme but finite inputs, huge vocabularies, all-padding."""
 
 import itertools
+import math
 
 import pytest
 import torch
 
 from hf_losses import asymmetric_polynomial_loss, encouraging_loss
+
+try:
+    from tests.reference import encouraging_loss_ref
+except ModuleNotFoundError:  # tests/ is not a package
+    from reference import encouraging_loss_ref
 
 EL_SETTINGS = list(itertools.product([1.0, 0.75, 0.5, 0.25], [0.0, 0.1], [0.0, 1.0]))
 
@@ -61,6 +67,76 @@ def test_encouraging_all_targets_ignored(dtype):
     loss = encouraging_loss(z, torch.full((2, 5), -100), log_end=0.5, label_smoothing=0.1)
     loss.backward()
     assert loss.item() == 0.0 and (z.grad == 0).all()
+
+
+def adversarial_el_rows(vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32-representable rows that stress every term of EL: huge gaps between the top classes, several
+    classes tied at the top (with or without the target), targets far below, cascades of gaps, and the same
+    rows shifted by +-1e4 so that the logits' magnitude dwarfs their differences."""
+    g = torch.Generator().manual_seed(seed)
+    rows, targets = [torch.tensor([-300.0, 0.0] + [-150.0] * (vocab - 2))], [0]
+    for gap in [0.0, 0.5, 5.0, 20.0, 60.0, 90.0, 100.0, 120.0, 200.0, 400.0, 3e3, 2e4]:
+        base = torch.randn(vocab, generator=g)
+        for kind in range(7):
+            z, y = base.clone(), int(torch.randint(0, vocab, (), generator=g))
+            other, other2 = (y + 1) % vocab, (y + 2) % vocab
+            if kind == 0:  # target on top
+                z[y] = z.max() + gap
+            elif kind == 1:  # a wrong class on top
+                z[other] = z.max() + gap
+            elif kind == 2:  # target far below
+                z[y] = z.min() - gap
+            elif kind == 3:  # cascade: wrong class far above the rest, target far below the rest
+                z[other] = z.max() + gap
+                z[y] = z[other] - 2 * gap
+            elif kind == 4:  # two wrong classes tied at the top
+                z[other] = z[other2] = z.max() + gap
+            elif kind == 5:  # one wrong class at 0, target at -gap/2, the rest at -gap
+                z[:] = -gap
+                z[other], z[y] = 0.0, -gap / 2
+            else:  # target tied with a wrong class at the top
+                z[y] = z[other] = z.max() + gap
+            for offset in (0.0, 1e4 if kind % 2 else -1e4):
+                rows.append(z + offset)
+                targets.append(y)
+    return torch.stack(rows), torch.tensor(targets)
+
+
+def test_encouraging_issue_example_float32_is_exact():
+    """The row of issue 8: a wrong class 150 nats above two others and 300 above the target (LE 1, LS 0.1)."""
+    z = torch.tensor([[-300.0, 0.0, -150.0, -150.0]], requires_grad=True)
+    loss = encouraging_loss(z, torch.tensor([0]), log_end=1.0, label_smoothing=0.1)
+    loss.backward()
+    # (0.9) 300 + (0.1 / 4) (300 + 2 * 150 - (150 - log 2)), the last term being -log p_1 + log(1 - p_1)
+    expected = 0.9 * 300 + 0.025 * (600 - 150 + math.log(2))
+    assert abs(loss.item() - expected) <= 1e-5 * expected
+    expected_grad = torch.tensor([[-0.925, 0.95, -0.0125, -0.0125]])
+    torch.testing.assert_close(z.grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("vocab,seed", [(2, 0), (3, 1), (9, 2)])
+@pytest.mark.parametrize("log_end", [1.0, 0.75, 0.5, 0.25])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.6])
+def test_encouraging_float32_matches_float64_on_adversarial_rows(vocab, seed, log_end, eps):
+    """Float32 within 1e-5 of the exact float64 reference, value and gradient, row by row.
+
+    Tolerances: relative 1e-5, plus 1e-5 of the row's largest gradient entry and 1e-6 absolute (a gradient
+    entry that is itself a cancellation of O(1) terms cannot be resolved better in float32)."""
+    z, t = adversarial_el_rows(vocab, seed)
+    weights = torch.linspace(0.5, 1.5, len(t))
+    for rho in (0.0, 1.0, 2.5):
+        kw = dict(log_end=log_end, label_smoothing=eps, bonus_weight=rho, reduction="none")
+        x = z.clone().requires_grad_()
+        loss = encouraging_loss(x, t, **kw)
+        (loss * weights).sum().backward()
+        x64 = z.double().requires_grad_()
+        ref = encouraging_loss_ref(x64, t, exact_log1m=True, **kw)
+        (ref * weights.double()).sum().backward()
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+        row_scale = x64.grad.abs().amax(1, keepdim=True)
+        err = (x.grad.double() - x64.grad).abs()
+        bound = 1e-5 * (x64.grad.abs() + row_scale) + 1e-6
+        assert (err <= bound).all(), f"rho={rho}: worst row {int((err - bound).amax(1).argmax())}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -2,15 +2,13 @@
 
 Token loss: ``l = -log p_y + rho * b(p_y)`` with the bonus ``b(p) = log(1 - p)`` for ``p <= LE`` and its
 tangent at ``LE`` beyond; label smoothing mixes in ``(eps / V) * sum_j [-log p_j + rho * b(p_j)]``.
+The maths, the closed-form gradient and the differences from the authors' code: see docs/losses.md.
 
 The fused implementation walks the rows in cache-sized chunks and, in the same pass that computes the
-loss, writes the closed-form gradient (SPEC section 1) into one buffer kept for backward. Differences
-from the authors' code: ``log(1 - p_y)`` is computed as ``logsumexp(non-target logits) - logsumexp(all)``,
-exact even when ``p_y`` rounds to 1, where the authors clamp ``1 - p`` at 1e-5 (which zeroes the bonus
-gradient beyond that point). The one non-target class that may have ``p_j > 1/2`` gets the same exact
-treatment when smoothing is on. One approximation remains: when a wrong class leads every other logit by more
-than the dtype's exponent range (about 88 in float32) with LE = 1 and smoothing, the ``eps * rho / V``-sized
-smoothing-bonus gradient on the remaining classes underflows to 0; values and all other terms stay exact.
+loss, writes the closed-form gradient into one buffer kept for backward. ``log(1 - p)`` of the target (and,
+with smoothing, of the largest other class) is formed exactly from logsumexps, never as ``1 - p``; every
+per-row quantity is built from differences of logits and every product of a large ratio ``p / (1 - p)``
+with a small probability from bounded factors, so float32 matches float64 to ~1e-6 for any finite logits.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -49,17 +48,43 @@ class _RowSettings(NamedTuple):
     rho: float
 
 
-def _bonus_and_ratio(
-    log_p: torch.Tensor, log_q: torch.Tensor, le: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the target: b(p) and log(p / (1 - min(p, LE))), from log p and log(1 - p)."""
+class _Held(NamedTuple):
+    """A class of each row kept out of the buffer (the target; with smoothing and LE > 1/2 also the largest
+    non-target class) and what the loss and gradient need of it, each piece formed exactly. r is the ratio
+    p / (1 - min(p, LE)) of the bonus gradient, e_j = exp(z_j - shift) a buffer entry."""
+
+    log_p: torch.Tensor  # log p
+    log_q: torch.Tensor  # log (1 - p)
+    bonus: torch.Tensor  # b(p)
+    log_ratio_scale: torch.Tensor  # log (r p_j / e_j), the same for every buffer class j
+    ratio_q: torch.Tensor  # r (1 - p)
+    tangent: torch.Tensor | None  # p > LE (None when LE = 1)
+
+
+def _held_class(gap, log_others, lse, le) -> _Held:
+    """The held class whose logit trails the logsumexp of all other classes by `gap`.
+
+    `log_others` is log sum_{k != c} e_k and `lse` log sum_k e_k (both relative to the shift), so that
+    p = 1 / (1 + e^gap) and r p_j / e_j = p e^{-log_others} below LE, p / (1 - LE) e^{-lse} above it.
+    """
+    log_p, log_q = -F.softplus(gap), -F.softplus(-gap)
     if le >= 1.0:
-        return log_q, log_p - log_q
+        return _Held(log_p, log_q, log_q, log_p - log_others, log_p.exp(), None)
     p = log_p.exp()
     tangent = p > le
-    bonus = torch.where(tangent, math.log1p(-le) - (p - le) / (1.0 - le), log_q)
-    log_ratio = torch.where(tangent, log_p - math.log1p(-le), log_p - log_q)
-    return bonus, log_ratio
+    log_1m_le = math.log1p(-le)
+    bonus = torch.where(tangent, log_1m_le - (p - le) / (1.0 - le), log_q)
+    log_ratio_scale = torch.where(tangent, log_p - log_1m_le - lse, log_p - log_others)
+    ratio_q = torch.where(tangent, (log_p + log_q - log_1m_le).exp(), p)
+    return _Held(log_p, log_q, bonus, log_ratio_scale, ratio_q, tangent)
+
+
+def _ratio_times(c: _Held, log_p_d: torch.Tensor, log_d_over_q_c: torch.Tensor, le: float) -> torch.Tensor:
+    """r_c p_d for another held class d, from log p_d and log(p_d / (1 - p_c)) (bounded: <= p_c or p_c/(1-LE))."""
+    below = (c.log_p + log_d_over_q_c).exp()
+    if c.tangent is None:
+        return below
+    return torch.where(c.tangent, (c.log_p - math.log1p(-le) + log_p_d).exp(), below)
 
 
 def _masked(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -68,11 +93,12 @@ def _masked(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class _Top(NamedTuple):
-    """The largest non-target class of each row, whose 1 - p may be too small to form as 1 - p."""
+    """The largest non-target class of each row, held out of the buffer: its 1 - p can be tiny."""
 
     col: torch.Tensor
-    log_p: torch.Tensor
-    log_q: torch.Tensor
+    held: _Held
+    ratio_p_y: torch.Tensor  # r_top p_y
+    ratio_y_p_top: torch.Tensor  # r_y p_top
 
 
 def _forward_chunk(
@@ -83,95 +109,110 @@ def _forward_chunk(
     scratch: list[torch.Tensor],
     grad: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss, NLL and target bonus of one chunk of rows; writes d(loss_row)/dz into `grad` when given."""
+    """Loss, NLL and target bonus of one chunk of rows; writes d(loss_row)/dz into `grad` when given.
+
+    The buffer holds e_j = exp(z_j - shift) for every class but the held ones: the target and, with
+    smoothing and LE > 1/2, the largest non-target class (the only one whose p can exceed 1/2, so whose
+    1 - p needs care). The shift is the largest buffer logit, so the buffer's sum lies in [1, V]. Every
+    per-row quantity is built from differences of logits, never from their magnitude, and every product of a
+    huge ratio with a tiny probability from bounded factors, so float32 keeps ~1e-6 relative precision for
+    any finite logits (docs/losses.md).
+    """
     n, vocab = z.shape
     x = scratch[0][:n]
     x.copy_(z)
     col = y.unsqueeze(1)
     z_y = x.gather(1, col).squeeze(1)
-    mean_z = x.mean(1) if s.eps > 0 else None
     x.scatter_(1, col, -math.inf)
-    # Only one non-target class can have p > 1/2; with smoothing and LE > 1/2 its bonus is formed exactly.
-    exact_top = s.eps > 0 and s.log_end > 0.5
-    if exact_top:
-        m, top_col = x.max(1, keepdim=True)
-        m = m.squeeze(1)
+    hold_top = s.eps > 0 and s.log_end > 0.5
+    if hold_top:
+        z_top, top_col = x.max(1, keepdim=True)
+        z_top = z_top.squeeze(1)
+        x.scatter_(1, top_col, -math.inf)
+        shift = x.amax(1)
+        shift = torch.where(shift > -math.inf, shift, z_top)  # V = 2: the buffer is empty
+        held_cols = torch.cat([col, top_col], 1)
     else:
-        m = x.amax(1)  # max over the non-target logits
-    x.sub_(m.unsqueeze(1)).exp_()  # e_j = exp(z_j - m), 0 at the target (and 1 at the top class)
-    if exact_top:
-        x.scatter_(1, top_col, 0.0)
-        sum_others = x.sum(1)
-        x.scatter_(1, top_col, 1.0)
-        sum_e = sum_others + 1.0
+        shift = x.amax(1)
+        held_cols = col
+    x.sub_(shift.unsqueeze(1))
+    if s.eps > 0:
+        x.scatter_(1, held_cols, 0.0)
+        sum_shifted = x.sum(1)  # sum of z_j - shift over the buffer
+        x.exp_().scatter_(1, held_cols, 0.0)
     else:
-        sum_e = x.sum(1)
-    lse_rest = m + sum_e.log()  # logsumexp over non-target logits
-    lse = torch.logaddexp(lse_rest, z_y)
-    log_p = z_y - lse  # log p_y
-    log_q = lse_rest - lse  # log (1 - p_y), exact even when p_y rounds to 1
-    nll = -log_p
-    bonus_y, log_ratio_y = _bonus_and_ratio(log_p, log_q, s.log_end)
-    loss = nll + s.rho * bonus_y
-    log_scale = m - lse  # p_j = e_j * exp(log_scale)
+        x.exp_()  # 0 at the target
+    log_sum = x.sum(1).log()  # log sum of the buffer's e_j (-inf when it is empty)
+    a_y = z_y - shift
+    if hold_top:
+        a_top = z_top - shift
+        # log sum_{k != c} e_k - a_c for c = y, top: the larger of the two terms first, so nothing cancels
+        log_rest = torch.logaddexp(log_sum, a_top)
+        gap_y = torch.maximum(log_sum - a_y, z_top - z_y) + F.softplus(-(log_sum - a_top).abs())
+        gap_top = torch.maximum(log_sum - a_top, z_y - z_top) + F.softplus(-(log_sum - a_y).abs())
+    else:
+        log_rest = log_sum
+        gap_y = log_sum - a_y
+    lse = log_rest + F.softplus(-gap_y)
+    target = _held_class(gap_y, log_rest, lse, s.log_end)
     top = None
-    if exact_top:
-        top = _Top(top_col, log_scale, torch.logaddexp(z_y, m + sum_others.log()) - lse)
+    if hold_top:
+        top_held = _held_class(gap_top, torch.logaddexp(log_sum, a_y), lse, s.log_end)
+        top = _Top(
+            top_col,
+            top_held,
+            _ratio_times(top_held, target.log_p, -F.softplus(log_sum - a_y), s.log_end),
+            _ratio_times(target, top_held.log_p, -F.softplus(log_sum - a_top), s.log_end),
+        )
+    nll = -target.log_p
+    loss = nll + s.rho * target.bonus
 
     if s.eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        torch.mul(x, -log_scale.exp().unsqueeze(1), out=w)  # w = -p_j over the non-target classes
+        torch.mul(x, -(-lse).exp().unsqueeze(1), out=w)  # w = -p_j over the buffer
         if top is not None:
-            # Every class but the top one has p <= 1/2 < LE: its bonus is log(1 - p), no tangent part.
-            w.scatter_(1, top.col, 0.0)
-            bonus_rest = torch.log1p(w, out=v).sum(1) + _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[0]
+            # Every buffer class has p <= 1/2 < LE: its bonus is log(1 - p), no tangent part.
+            bonus_rest = torch.log1p(w, out=v).sum(1) + top.held.bonus
+            sum_shifted = sum_shifted + a_top
         else:
             w.clamp_(min=-s.log_end)  # w = -t_j, t_j = min(p_j, LE)
-            excess = sum_e * log_scale.exp() + w.sum(1)  # sum_j (p_j - t_j)
+            excess = target.log_q.exp() + w.sum(1)  # sum_j (p_j - t_j) over the non-target classes
             bonus_rest = torch.log1p(w, out=v).sum(1) - excess / (1.0 - s.log_end)
-        smooth = (lse - mean_z) + s.rho * (bonus_rest + bonus_y) / vocab
+        mean_nll = lse - (sum_shifted + a_y) / vocab  # (1/V) sum_j -log p_j
+        smooth = mean_nll + s.rho * (bonus_rest + target.bonus) / vocab
         loss = (1.0 - s.eps) * loss + s.eps * smooth
 
     loss = _masked(loss, valid)
     if grad is not None:
-        _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, top)
-    return loss, _masked(nll, valid), _masked(bonus_y, valid)
+        _write_gradient(x, y, valid, s, scratch, grad, -lse, target, top)
+    return loss, _masked(nll, valid), _masked(target.bonus, valid)
 
 
-def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, log_scale, top):
+def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top: _Top | None):
     """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale).
 
-    Products of a huge ratio r = p / (1 - t) with a tiny probability are formed in log space. For bf16/fp16
-    logits the chunk is assembled in a float32 scratch buffer and converted once at the end.
+    (docs/losses.md derives it.) For bf16/fp16 logits the chunk is assembled in a float32 scratch buffer
+    and converted once at the end.
     """
     n, vocab = x.shape
     out = grad if grad.dtype == x.dtype else (scratch[1][:n] if s.eps > 0 else x)
     eps, rho, k = s.eps, s.rho, s.eps / vocab
     scale = log_scale.exp()
-    ry_scale = (log_ratio_y + log_scale).exp()  # r_y p_k / e_k
-    ry_q = (log_ratio_y + log_q).exp()  # r_y (1 - p_y)
-    coef = (1.0 - eps) * (scale + rho * ry_scale)  # (1 - eps) g_y p_k / e_k
-    grad_y = -(1.0 - eps) * (log_q.exp() + rho * ry_q)  # (1 - eps) g_y (p_y - 1)
+    ry_scale = target.log_ratio_scale.exp()  # r_y p_j / e_j
+    coef = (1.0 - eps) * (scale + rho * ry_scale)  # (1 - eps) g_y p_j / e_j
+    grad_y = -(1.0 - eps) * (target.log_q.exp() + rho * target.ratio_q)  # (1 - eps) g_y (p_y - 1)
     if eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        torch.div(x, w.add_(1.0), out=v)  # w held -t_j: v = e_j / (1 - t_j)
-        if top is not None:
-            v.scatter_(1, top.col, 0.0)
-        # R = sum_j p_j / (1 - t_j) = rest + r_top + r_y; r_top and r_y may be huge, so each product of
-        # them with a probability is formed in log space.
+        torch.div(x, w.add_(1.0), out=v)  # w held -t_j: v = e_j / (1 - t_j), 0 at held classes
+        # R = sum_j r_j = rest + r_y (+ r_top): every product of R with a probability is bounded
         rest = v.sum(1) * scale
-        p_y = log_p.exp()
+        p_y = target.log_p.exp()
         coef = coef + eps * scale + k * rho * (rest * scale + ry_scale)
-        grad_y = grad_y - k * rho * ry_q - k + eps * p_y + k * rho * rest * p_y
+        grad_y = grad_y - k * rho * target.ratio_q - k + eps * p_y + k * rho * rest * p_y
         if top is not None:
-            log_ratio_top = _bonus_and_ratio(top.log_p, top.log_q, s.log_end)[1]
-            # r_top p_j for the other classes: bounded, but when the top class leads by more than the dtype's
-            # exponent range their e_j underflow to 0 and this factor would overflow; capping it drops only
-            # that (eps rho / V)-sized smoothing term instead of turning 0 * inf into NaN.
-            log_cap = math.log(torch.finfo(log_scale.dtype).max) - 1.0
-            coef = coef + k * rho * (log_ratio_top + log_scale).clamp(max=log_cap).exp()
-            grad_y = grad_y + k * rho * (log_ratio_top + log_p).exp()
-        # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every non-target j.
+            coef = coef + k * rho * top.held.log_ratio_scale.exp()
+            grad_y = grad_y + k * rho * top.ratio_p_y
+        # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every buffer class j.
         torch.addcmul(
             _masked(torch.full_like(scale, -k), valid).unsqueeze(1),
             x,
@@ -181,12 +222,11 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_p, log_q, log_ratio_y, lo
         out.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
         if top is not None:
             # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
-            p_top = top.log_p.exp()
+            p_top = top.held.log_p.exp()
             grad_top = (
-                (1.0 - eps) * (p_top + rho * ry_scale)
+                (1.0 - eps) * (p_top + rho * top.ratio_y_p_top)
                 + eps * p_top
-                + k * rho * (rest * p_top + ry_scale)
-                - k * rho * (log_ratio_top + top.log_q).exp()
+                + k * rho * (rest * p_top + top.ratio_y_p_top - top.held.ratio_q)
                 - k
             )
             out.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1))
