@@ -1,14 +1,21 @@
 #!/usr/bin/env python
 """Forward+backward time and peak extra memory of the fused losses against PyTorch baselines, in one process.
 
-    python scripts/benchmark_losses.py --output-dir benchmarks          # the README table (make bench)
-    python scripts/benchmark_losses.py --quick --output-dir /tmp/bench  # tiny shapes, a smoke test
+    python scripts/benchmark_losses.py --output-dir benchmarks                # the README table (make bench)
+    python scripts/benchmark_losses.py --only apl,linear --output-dir /tmp/b  # some groups only
+    python scripts/benchmark_losses.py --quick --output-dir /tmp/bench        # tiny shapes, a smoke test
 
-Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads. Memory (CPU): the rise
-of the peak resident set (VmHWM, reset through /proc/self/clear_refs) over one forward+backward, measured in
-a child process whose glibc mmap threshold is pinned so freed buffers go back to the OS; on CUDA,
-max_memory_allocated.
-Both include the logits' gradient. Ratios are against the first row of each group (the PyTorch baseline).
+Groups: ``el`` (EL/CEL against ``F.cross_entropy`` and the plain formula under ``torch.compile``), ``apl`` (APL
+against ``F.binary_cross_entropy_with_logits`` and the compiled plain formula), ``linear`` (a 512 -> 64000 head:
+``h @ W.T`` + CE/EL, torch's chunked ``F.linear_cross_entropy``, hf_losses' fused ``linear_encouraging_loss``)
+and ``vocab`` (a 250k-class row, and peak memory against the vocabulary size, 32k to 256k, in its own chart).
+
+Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads, after one warm-up call whose
+duration is reported as "first call" (for ``torch.compile`` rows it includes the compilation; compiled rows
+start from a reset compiler cache). Memory (CPU): the rise of the peak resident set (VmHWM, reset through
+/proc/self/clear_refs) over one forward+backward after the warm-up, measured in a child process whose glibc
+mmap threshold is pinned so freed buffers go back to the OS; on CUDA, max_memory_allocated. Both include the
+gradients. Ratios are against the first row of each group (the PyTorch baseline).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +37,14 @@ from torch.utils import benchmark
 
 from hf_losses import asymmetric_polynomial_loss, encouraging_loss
 
+try:
+    from hf_losses.losses.linear import linear_encouraging_loss
+except ImportError:  # the fused head is not in this version
+    linear_encouraging_loss = None
+
 MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+GROUPS = ("el", "apl", "linear", "vocab")
+VOCAB_SIZES = (32000, 64000, 128000, 256000)
 
 
 def plain_encouraging(z, y, *, log_end, label_smoothing):
@@ -57,89 +72,205 @@ def plain_polynomial(x, t, *, gamma_neg=4.0, clip=0.05, alpha1=-1.0, alpha2=1.25
 
 @dataclass
 class Case:
-    group: str
+    group: str  # a table group; its first case is the baseline of the others
     name: str
-    shape: tuple[int, int]
+    shape: tuple[int, ...]  # (rows, classes), or (tokens, d, vocabulary) for a linear head
     dtype: torch.dtype
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    kind: str  # "classes" (integer targets) or "multilabel" (0/1 targets)
+    fn: Callable[..., torch.Tensor]
+    kind: str  # "classes" (integer targets), "multilabel" (0/1 targets) or "linear" (h, W, integer targets)
+    compiled: bool = False  # reset the compiler cache before the first call
 
     @property
     def label(self) -> str:
         return f"{self.group}|{self.name}|{self.shape}|{self.dtype}"
 
 
-def el_cases(shape, dtype) -> list[Case]:
-    cases = []
-    for eps in (0.0, 0.1):
-        group = f"EL/CEL eps={eps:g}"
+def compiled(fn: Callable, **kwargs) -> Callable:
+    """`fn` with fixed keyword arguments under torch.compile (each row gets its own compilation)."""
+    return torch.compile(lambda *args: fn(*args, **kwargs))
+
+
+def el_cases(rows: int, vocab: int, dtype: torch.dtype, eps: float, log_end: float, with_plain: bool):
+    group = f"EL LS={eps:g} LE={log_end:g}"
+    shape = (rows, vocab)
+    cases = [
+        Case(
+            group,
+            f"F.cross_entropy(ls={eps:g})",
+            shape,
+            dtype,
+            lambda z, y: F.cross_entropy(z, y, label_smoothing=eps),
+            "classes",
+        ),
+        Case(
+            group,
+            "hf_losses encouraging_loss",
+            shape,
+            dtype,
+            lambda z, y: encouraging_loss(z, y, log_end=log_end, label_smoothing=eps),
+            "classes",
+        ),
+    ]
+    if with_plain:
+        fn = compiled(plain_encouraging, log_end=log_end, label_smoothing=eps)
+        cases.append(Case(group, "plain formula + torch.compile", shape, dtype, fn, "classes", compiled=True))
+    return cases
+
+
+def apl_cases(rows: int, cols: int, with_plain: bool) -> list[Case]:
+    group, shape, f32 = "APL (defaults)", (rows, cols), torch.float32
+    cases = [
+        Case(
+            group,
+            "F.binary_cross_entropy_with_logits",
+            shape,
+            f32,
+            F.binary_cross_entropy_with_logits,
+            "multilabel",
+        ),
+        Case(
+            group,
+            "hf_losses asymmetric_polynomial_loss",
+            shape,
+            f32,
+            asymmetric_polynomial_loss,
+            "multilabel",
+            True,
+        ),
+    ]
+    if with_plain:
         cases.append(
             Case(
                 group,
-                f"F.cross_entropy(ls={eps:g})",
+                "plain formula + torch.compile",
                 shape,
-                dtype,
-                lambda z, y, e=eps: F.cross_entropy(z, y, label_smoothing=e),
-                "classes",
-            )
-        )
-        for le in (0.5, 1.0):
-            name = f"hf_losses {'cel LE=0.5' if le < 1 else 'el LE=1'}"
-            cases.append(
-                Case(
-                    group,
-                    name,
-                    shape,
-                    dtype,
-                    lambda z, y, e=eps, end=le: encouraging_loss(z, y, log_end=end, label_smoothing=e),
-                    "classes",
-                )
-            )
-        cases.append(
-            Case(
-                group,
-                "plain formula (LE=0.5)",
-                shape,
-                dtype,
-                lambda z, y, e=eps: plain_encouraging(z, y, log_end=0.5, label_smoothing=e),
-                "classes",
+                f32,
+                compiled(plain_polynomial),
+                "multilabel",
+                True,
             )
         )
     return cases
 
 
-def apl_cases(shape) -> list[Case]:
-    group = "APL"
-    return [
+def linear_cases(tokens: int, dim: int, vocab: int, eps: float, *, torch_chunked: bool) -> list[Case]:
+    """A head h [tokens, d] -> W [V, d]: the unfused baseline, hf_losses' fused EL (LE 0.5), torch's chunked CE."""
+    group, shape, f32 = f"linear LS={eps:g}", (tokens, dim, vocab), torch.float32
+    cases = [
         Case(
             group,
-            "F.binary_cross_entropy_with_logits",
+            f"h @ W.T + F.cross_entropy(ls={eps:g})",
             shape,
-            torch.float32,
-            lambda x, t: F.binary_cross_entropy_with_logits(x, t),
-            "multilabel",
+            f32,
+            lambda h, w, y: F.cross_entropy(h @ w.T, y, label_smoothing=eps),
+            "linear",
         ),
         Case(
-            group, "hf_losses apl (defaults)", shape, torch.float32, asymmetric_polynomial_loss, "multilabel"
+            group,
+            "h @ W.T + hf_losses encouraging_loss (LE 0.5)",
+            shape,
+            f32,
+            lambda h, w, y: encouraging_loss(h @ w.T, y, log_end=0.5, label_smoothing=eps),
+            "linear",
         ),
-        Case(group, "plain formula", shape, torch.float32, plain_polynomial, "multilabel"),
     ]
+    if linear_encouraging_loss is not None:
+        cases.append(
+            Case(
+                group,
+                "hf_losses linear_encouraging_loss (LE 0.5)",
+                shape,
+                f32,
+                lambda h, w, y: linear_encouraging_loss(h, w, y, log_end=0.5, label_smoothing=eps),
+                "linear",
+            )
+        )
+    if torch_chunked and hasattr(F, "linear_cross_entropy"):
+        options = torch.nn.LinearCrossEntropyOptions()
+        cases.append(
+            Case(
+                group,
+                f"torch F.linear_cross_entropy chunked (ls={eps:g})",
+                shape,
+                f32,
+                lambda h, w, y: F.linear_cross_entropy(h, w, y, label_smoothing=eps, options=options),
+                "linear",
+            )
+        )
+    return cases
 
 
-def make_inputs(case: Case, device: torch.device):
+def vocab_chart_cases(tokens: int, dim: int, vocab: int) -> list[Case]:
+    """What the memory chart compares at one vocabulary size (LS 0.1, LE 0.5)."""
+    cases = [c for c in linear_cases(tokens, dim, vocab, 0.1, torch_chunked=False)]
+    for case in cases:
+        case.group = "memory vs vocabulary"
+    return cases
+
+
+def all_cases(quick: bool, groups: tuple[str, ...] = GROUPS) -> tuple[list[Case], float]:
+    """The benchmark's timed cases for the chosen groups and its default seconds of timing per row."""
+    cases = []
+    plain = not quick  # compiling the plain formulas takes minutes: not in the smoke test
+    if "el" in groups:
+        rows, vocab = (64, 1000) if quick else (4096, 32000)
+        for dtype, eps, log_end in (
+            (torch.float32, 0.0, 0.5),
+            (torch.float32, 0.1, 1.0),
+            (torch.bfloat16, 0.1, 0.5),
+        ):
+            cases += el_cases(rows, vocab, dtype, eps, log_end, plain)
+    if "apl" in groups:
+        for rows, cols in [(256, 64)] if quick else [(8192, 512), (2048, 4000)]:
+            cases += apl_cases(rows, cols, plain)
+    if "linear" in groups:
+        tokens, dim, vocab = (64, 32, 1000) if quick else (4096, 512, 64000)
+        for eps in (0.1, 0.0):
+            cases += linear_cases(tokens, dim, vocab, eps, torch_chunked=eps == 0.0)
+    if "vocab" in groups:
+        rows = 16 if quick else 512
+        cases += el_cases(rows, 250054, torch.float32, 0.1, 0.5, with_plain=False)
+    return cases, 0.05 if quick else 1.0
+
+
+def chart_cases(quick: bool) -> list[Case]:
+    """The memory-against-vocabulary cases: 1024 tokens (64 in quick mode) x d 512 -> V."""
+    tokens, dim, sizes = (64, 32, (1000, 2000)) if quick else (1024, 512, VOCAB_SIZES)
+    return [c for vocab in sizes for c in vocab_chart_cases(tokens, dim, vocab)]
+
+
+def make_inputs(case: Case, device: torch.device) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """The leaves whose gradients are computed and the arguments of `case.fn`."""
     gen = torch.Generator(device="cpu").manual_seed(0)
+    if case.kind == "linear":
+        tokens, dim, vocab = case.shape
+        h = torch.randn(tokens, dim, generator=gen).to(device=device, dtype=case.dtype).requires_grad_()
+        w = (torch.randn(vocab, dim, generator=gen) * dim**-0.5).to(device=device, dtype=case.dtype)
+        w.requires_grad_()
+        y = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
+        return [h, w], (h, w, y)
     rows, cols = case.shape
     x = (torch.randn(rows, cols, generator=gen) * 2).to(device=device, dtype=case.dtype).requires_grad_()
     if case.kind == "classes":
         target = torch.randint(0, cols, (rows,), generator=gen).to(device)
     else:
         target = (torch.rand(rows, cols, generator=gen) < 0.05).float().to(device)
-    return x, target
+    return [x], (x, target)
 
 
-def fwd_bwd(case: Case, x: torch.Tensor, target: torch.Tensor) -> None:
-    x.grad = None
-    case.fn(x, target).backward()
+def fwd_bwd(case: Case, leaves: list[torch.Tensor], args: tuple[torch.Tensor, ...]) -> None:
+    for leaf in leaves:
+        leaf.grad = None
+    case.fn(*args).backward()
+
+
+def first_call(case: Case, leaves, args) -> float:
+    """Seconds of the warm-up call (with the compilation for compiled cases)."""
+    if case.compiled:
+        torch._dynamo.reset()
+    start = time.perf_counter()
+    fwd_bwd(case, leaves, args)
+    return time.perf_counter() - start
 
 
 def _status_kib(key: str) -> int:
@@ -150,24 +281,31 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
-def peak_extra_mib(case: Case, x, target, device: torch.device) -> float:
+def peak_extra_mib(case: Case, leaves, args, device: torch.device) -> float:
     """Peak memory above the inputs during one forward+backward, in MiB."""
-    x.grad = None
+    for leaf in leaves:
+        leaf.grad = None
     if device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        fwd_bwd(case, x, target)
+        fwd_bwd(case, leaves, args)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     base = _status_kib("VmRSS")
-    fwd_bwd(case, x, target)
+    fwd_bwd(case, leaves, args)
     return (_status_kib("VmHWM") - base) / 1024
 
 
-def measure_memory(cases: list[Case], device: torch.device) -> list[float]:
+def _peak_of(case: Case, device: torch.device) -> float:
+    leaves, args = make_inputs(case, device)
+    first_call(case, leaves, args)
+    return peak_extra_mib(case, leaves, args, device)
+
+
+def measure_memory(cases: list[Case], device: torch.device, quick: bool) -> list[float]:
     """Peak extra MiB per case; on CPU in a child process whose glibc returns freed buffers to the OS.
 
     The pinned mmap threshold that makes the RSS peak meaningful also makes every large allocation a fresh
@@ -176,8 +314,10 @@ def measure_memory(cases: list[Case], device: torch.device) -> list[float]:
     if device.type == "cuda":
         return [_peak_of(case, device) for case in cases]
     env = {**os.environ, MMAP_ENV: str(1 << 16)}
+    request = {"quick": quick, "labels": [c.label for c in cases]}
+    threads = ["--threads", str(torch.get_num_threads())]
     child = subprocess.run(
-        [sys.executable, __file__, "--memory-of", json.dumps([c.label for c in cases])],
+        [sys.executable, __file__, *threads, "--memory-of", json.dumps(request)],
         env=env,
         check=True,
         capture_output=True,
@@ -186,21 +326,15 @@ def measure_memory(cases: list[Case], device: torch.device) -> list[float]:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def _peak_of(case: Case, device: torch.device) -> float:
-    x, target = make_inputs(case, device)
-    fwd_bwd(case, x, target)  # warm-up
-    return peak_extra_mib(case, x, target, device)
-
-
-def run(cases: list[Case], device: torch.device, min_run_time: float) -> list[dict]:
+def run(cases: list[Case], device: torch.device, min_run_time: float, quick: bool) -> list[dict]:
     rows = []
-    memories = measure_memory(cases, device)
+    memories = measure_memory(cases, device, quick)
     for case, memory in zip(cases, memories, strict=True):
-        x, target = make_inputs(case, device)
-        fwd_bwd(case, x, target)  # warm-up
+        leaves, args = make_inputs(case, device)
+        first = first_call(case, leaves, args)
         timer = benchmark.Timer(
-            stmt="fwd_bwd(case, x, target)",
-            globals={"fwd_bwd": fwd_bwd, "case": case, "x": x, "target": target},
+            stmt="fwd_bwd(case, leaves, args)",
+            globals={"fwd_bwd": fwd_bwd, "case": case, "leaves": leaves, "args": args},
             num_threads=torch.get_num_threads(),
         )
         seconds = timer.blocked_autorange(min_run_time=min_run_time).median
@@ -210,16 +344,17 @@ def run(cases: list[Case], device: torch.device, min_run_time: float) -> list[di
                 "name": case.name,
                 "shape": case.shape,
                 "dtype": str(case.dtype).removeprefix("torch."),
+                "first_s": first,
                 "ms": seconds * 1e3,
                 "mib": memory,
             }
         )
         print(
-            f"{case.group:>16} | {str(case.shape):>14} {rows[-1]['dtype']:>8} | {case.name:<34} "
-            f"{rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB",
+            f"{case.group:>18} | {str(case.shape):>18} {rows[-1]['dtype']:>8} | {case.name:<46} "
+            f"first {first:7.2f} s {rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB",
             flush=True,
         )
-        del x, target
+        del leaves, args
     return rows
 
 
@@ -233,30 +368,48 @@ def add_ratios(rows: list[dict]) -> None:
         row["mem_ratio"] = row["mib"] / base[1]["mib"] if base[1]["mib"] > 0 else float("nan")
 
 
-def markdown(rows: list[dict], command: str, device: str) -> str:
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) if len(shape) == 2 else f"{shape[0]}x{shape[1]} -> {shape[2]}"
+
+
+def markdown(rows: list[dict], chart_rows: list[dict], header: str) -> str:
     lines = [
-        f"Command: `{command}` on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        header,
         "",
-        "| loss | shape | dtype | implementation | fwd+bwd ms | x baseline | peak extra MiB | x baseline |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| loss | shape | dtype | implementation | first call s | fwd+bwd ms | x baseline | peak extra MiB "
+        "| x baseline |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        shape = "x".join(map(str, r["shape"]))
         lines.append(
-            f"| {r['group']} | {shape} | {r['dtype']} | {r['name']} | {r['ms']:.1f} | "
-            f"{r['time_ratio']:.2f} | {r['mib']:.0f} | {r['mem_ratio']:.2f} |"
+            f"| {r['group']} | {shape_text(r['shape'])} | {r['dtype']} | {r['name']} | {r['first_s']:.2f} | "
+            f"{r['ms']:.1f} | {r['time_ratio']:.2f} | {r['mib']:.0f} | {r['mem_ratio']:.2f} |"
         )
+    if chart_rows:
+        names = list(dict.fromkeys(r["name"] for r in chart_rows))
+        shapes = list(dict.fromkeys(r["shape"] for r in chart_rows))
+        mib = {(r["name"], r["shape"]): r["mib"] for r in chart_rows}
+        lines += [
+            "",
+            "Peak extra memory (MiB) of one forward+backward against the vocabulary size "
+            f"({shapes[0][0]} tokens x d {shapes[0][1]}, LS 0.1):",
+            "",
+            "| implementation | " + " | ".join(f"V={s[2]}" for s in shapes) + " |",
+            "|---|" + "---:|" * len(shapes),
+        ]
+        for name in names:
+            lines.append(f"| {name} | " + " | ".join(f"{mib[(name, s)]:.0f}" for s in shapes) + " |")
     return "\n".join(lines) + "\n"
 
 
-def chart(rows: list[dict], path: Path) -> None:
+def ratio_chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['group']} {'x'.join(map(str, r['shape']))} {r['dtype']}\n{r['name']}" for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.38 * len(rows) + 1.5), sharey=True)
+    labels = [f"{r['group']} {shape_text(r['shape'])} {r['dtype']}\n{r['name']}" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.42 * len(rows) + 1.5), sharey=True)
     for ax, key, title in (
         (axes[0], "time_ratio", "time / baseline"),
         (axes[1], "mem_ratio", "peak memory / baseline"),
@@ -276,24 +429,35 @@ def chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def all_cases(quick: bool) -> tuple[list[Case], float]:
-    """The benchmark's cases and its default seconds of timing per row."""
-    if quick:
-        el_shapes, apl_shapes, min_run_time = (
-            [((64, 1000), torch.float32), ((64, 1000), torch.bfloat16)],
-            [(256, 64)],
-            0.05,
-        )
-    else:
-        el_shapes = [
-            ((2048, 32000), torch.float32),
-            ((1024, 64000), torch.float32),
-            ((2048, 32000), torch.bfloat16),
-        ]
-        apl_shapes, min_run_time = [(8192, 512), (2048, 4000)], 1.0
-    cases = [c for shape, dtype in el_shapes for c in el_cases(shape, dtype)]
-    cases += [c for shape in apl_shapes for c in apl_cases(shape)]
-    return cases, min_run_time
+def memory_chart(chart_rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["name"] for r in chart_rows):
+        points = [(r["shape"][2], r["mib"]) for r in chart_rows if r["name"] == name]
+        ax.plot([v for v, _ in points], [m for _, m in points], marker="o", label=name)
+    tokens, dim = chart_rows[0]["shape"][:2]
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("vocabulary size V")
+    ax.set_ylabel("peak extra memory of fwd+bwd (MiB)")
+    ax.set_title(f"{tokens} tokens x d {dim} -> V, fp32, LS 0.1")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_groups(text: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"--only takes a comma-separated subset of {','.join(GROUPS)}")
+    return groups
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,30 +467,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test, not a measurement")
+    parser.add_argument(
+        "--only", type=parse_groups, default=GROUPS, help=f"groups to run: {','.join(GROUPS)}"
+    )
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per row")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: all; 1 is steadier on a busy machine)",
+    )
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the memory-measuring child process
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_of:
-        wanted = json.loads(args.memory_of)
-        by_label = {c.label: c for quick in (True, False) for c in all_cases(quick)[0]}
-        print(json.dumps([_peak_of(by_label[label], device) for label in wanted]))
+        request = json.loads(args.memory_of)
+        known = all_cases(request["quick"])[0] + chart_cases(request["quick"])
+        by_label = {c.label: c for c in known}
+        print(json.dumps([_peak_of(by_label[label], device) for label in request["labels"]]))
         return
-    cases, min_run_time = all_cases(args.quick)
-    rows = run(cases, device, args.min_run_time or min_run_time)
+    cases, min_run_time = all_cases(args.quick, args.only)
+    rows = run(cases, device, args.min_run_time or min_run_time, args.quick)
     add_ratios(rows)
+    chart_rows = []
+    if "vocab" in args.only:
+        chart = chart_cases(args.quick)
+        chart_rows = [
+            {"name": c.name, "shape": c.shape, "mib": mib}
+            for c, mib in zip(chart, measure_memory(chart, device, args.quick), strict=True)
+        ]
 
     command = "python scripts/benchmark_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     )
+    header = (
+        f"Command: `{command.strip()}` on {device_name}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads."
+    )
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows, command.strip(), device_name)
+    table = markdown(rows, chart_rows, header)
     (args.output_dir / "results.md").write_text(table)
-    chart(rows, args.output_dir / "results.png")
+    written = [args.output_dir / "results.md"]
+    if rows:
+        ratio_chart(rows, args.output_dir / "results.png")
+        written.append(args.output_dir / "results.png")
+    if chart_rows:
+        memory_chart(chart_rows, args.output_dir / "memory_vs_vocab.png")
+        written.append(args.output_dir / "memory_vs_vocab.png")
     print("\n" + table)
-    print(f"wrote {args.output_dir / 'results.md'} and {args.output_dir / 'results.png'}")
+    print("wrote " + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":
