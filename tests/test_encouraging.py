@@ -681,13 +681,16 @@ def test_second_backward_raises():
         loss.backward()
 
 
-def test_double_backward_raises():
+def test_double_backward_raises_a_clear_error_at_the_fused_loss():
     z, t = make_el_inputs((3, 4), 9, gen=_gen(44), probs=[0.5, 0.99])
     x = z.to(torch.float32).requires_grad_(True)
     loss = encouraging_loss(x, t, log_end=0.5, label_smoothing=0.1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="double backward .* not supported by the fused"):
         (g,) = torch.autograd.grad(loss, x, create_graph=True)
         torch.autograd.grad((g * g).sum(), x)
+    # an ordinary backward of a fresh loss still works
+    encouraging_loss(x, t, log_end=0.5, label_smoothing=0.1).backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_retain_graph_second_backward_is_correct_or_raises():
@@ -806,6 +809,80 @@ def test_target_equal_to_custom_ignore_index_is_fine_but_default_is_not():
     encouraging_loss(z, t, ignore_index=-1)
     with pytest.raises(ValueError, match="target"):
         encouraging_loss(z, t)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_any_integer_target_dtype_is_accepted(dtype):
+    """Targets of every integer dtype are class indices (converted to int64), with the same result."""
+    z, t = make_el_inputs((2, 3), 7, gen=_gen(49), probs=[0.3, 0.9])
+    kw = dict(log_end=0.5, label_smoothing=0.1, reduction="none")
+    x1, x2 = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    expected = encouraging_loss(x1, t, **kw)
+    got = encouraging_loss(x2, t.to(dtype), **kw)
+    assert torch.equal(got, expected)
+    expected.sum().backward()
+    got.sum().backward()
+    assert torch.equal(x2.grad, x1.grad)
+    if dtype != torch.uint8:  # negative values: ignored when equal to ignore_index, rejected otherwise
+        padded = t.to(dtype).clone()
+        padded[0, 0] = -1
+        encouraging_loss(z, padded, ignore_index=-1)
+        with pytest.raises(ValueError, match="target"):
+            encouraging_loss(z, padded)
+    too_big = t.to(dtype).clone()
+    too_big[1, 1] = 7
+    with pytest.raises(ValueError, match="target"):
+        encouraging_loss(z, too_big)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_non_integer_target_is_a_value_error(dtype):
+    z = torch.randn(3, 5)
+    with pytest.raises(
+        ValueError, match="target must be an integer tensor.*int64, int32, int16, int8, uint8"
+    ):
+        encouraging_loss(z, torch.zeros(3, dtype=dtype))
+
+
+def test_target_check_is_an_in_graph_assertion_under_compile(monkeypatch):
+    """Under torch.compile the target check must not branch on tensor data (a graph break with fullgraph):
+    it becomes torch._assert_async, which raises RuntimeError with the same message."""
+    import torch.compiler
+
+    z = torch.randn(3, 5)
+    bad = torch.tensor([0, 9, 4])
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with pytest.raises(RuntimeError, match="target must contain only class indices"):
+        encouraging_loss(z, bad)
+    encouraging_loss(z, torch.tensor([0, -100, 4]))  # a good target passes
+
+
+@pytest.mark.slow
+def test_compiles_with_fullgraph():
+    """torch.compile(fullgraph=True) of a small model calling the loss: same value and gradients as eager,
+    and a bad target still fails."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11)
+
+    def step(h, t):
+        return encouraging_loss(head(h), t, log_end=0.5, label_smoothing=0.1)
+
+    h = torch.randn(2, 5, 8)
+    t = torch.randint(0, 11, (2, 5))
+    t[0, 0] = -100
+    eager = step(h, t)
+    eager.backward()
+    eager_grad = head.weight.grad.clone()
+    head.weight.grad = None
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(h, t)
+    loss.backward()
+    assert_close(loss, eager.detach(), rtol=1e-6, atol=1e-7, name="compiled loss")
+    assert_close(head.weight.grad, eager_grad, rtol=1e-5, atol_scale=1e-6, name="compiled grad")
+    t[1, 1] = 11
+    # our in-graph assertion, or inductor's own index bounds check, whichever its kernel runs first
+    with pytest.raises(RuntimeError, match="target must contain only class indices|index out of bounds"):
+        compiled(h, t)
 
 
 @pytest.mark.parametrize(

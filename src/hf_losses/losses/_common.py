@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -36,12 +38,13 @@ def check_reduction(reduction: str) -> None:
 def check_values(name: str, bad: torch.Tensor, allowed: str) -> None:
     """Fail if any element of the boolean tensor `bad` is set.
 
-    On CPU this raises ValueError. On CUDA an exact check would force a host/device sync on every
-    call, so it is queued as an asynchronous device assertion instead: a bad value then surfaces as
-    a CUDA error at the next synchronisation point, with this message in the device log.
+    Eager on CPU this raises ValueError. On CUDA an exact check would force a host/device sync on every
+    call, and under ``torch.compile`` a Python branch on tensor data would break the graph, so there it is
+    an asynchronous assertion in the graph instead: a bad value raises a RuntimeError with this message
+    (on CUDA at the next synchronisation point, as a device-side assertion).
     """
     message = f"{name} must contain only {allowed}"
-    if bad.device.type == "cuda":
+    if bad.device.type == "cuda" or torch.compiler.is_compiling():
         torch._assert_async(~bad.any(), message)
     elif bool(bad.any()):
         raise ValueError(message)
@@ -70,6 +73,40 @@ def reduce(loss: torch.Tensor, reduction: str, count: torch.Tensor | int | None 
     if isinstance(count, int):
         return total / count if count else total * 0.0
     return total / count.clamp(min=1).to(total.dtype)
+
+
+def check_class_target(target: torch.Tensor, expected_shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """Class-index targets of any integer dtype, as int64; ValueError naming `target` otherwise.
+
+    `what` describes the expected shape in the message, e.g. "logits shape without the class dimension".
+    """
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+        raise ValueError(
+            f"target must be an integer tensor of class indices (any of int64, int32, int16, int8, uint8), "
+            f"got {target.dtype}"
+        )
+    if tuple(target.shape) != tuple(expected_shape):
+        raise ValueError(f"target shape {tuple(target.shape)} must equal the {what} {tuple(expected_shape)}")
+    return target.long()
+
+
+def no_double_backward(backward):
+    """Decorator for the backward of a fused loss, whose gradient was computed in closed form in forward.
+
+    With ``create_graph=True`` (double backward, e.g. a gradient penalty) it raises a clear RuntimeError at
+    the fused loss; otherwise backward runs as usual (autograd already disables grad mode there).
+    """
+
+    @functools.wraps(backward)
+    def checked(ctx, *grad_outputs):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "double backward (create_graph=True) is not supported by the fused hf_losses loss: its "
+                "gradient is computed in closed form during the forward pass and is not differentiable"
+            )
+        return backward(ctx, *grad_outputs)
+
+    return checked
 
 
 def take_saved_gradient(ctx) -> torch.Tensor:

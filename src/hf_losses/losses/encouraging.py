@@ -19,15 +19,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ._common import (
+    check_class_target,
     check_non_negative,
     check_range,
     check_reduction,
     check_values,
     chunk_rows,
     compute_dtype,
+    no_double_backward,
     reduce,
     take_saved_gradient,
 )
@@ -262,7 +263,7 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
-    @once_differentiable
+    @no_double_backward
     def backward(ctx, grad_loss, _grad_nll, _grad_bonus):
         grad = take_saved_gradient(ctx)
         grad.mul_(grad_loss.unsqueeze(1).to(grad.dtype))
@@ -276,19 +277,14 @@ def _check_settings(log_end, label_smoothing, bonus_weight, reduction) -> None:
     check_reduction(reduction)
 
 
-def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction) -> None:
+def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction) -> torch.Tensor:
+    """Validate everything; returns the target as int64."""
     _check_settings(log_end, label_smoothing, bonus_weight, reduction)
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.dim() < 1 or logits.shape[-1] < 2:
         raise ValueError(f"logits must have shape [..., V] with V >= 2 classes, got {tuple(logits.shape)}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-        raise ValueError(f"target must be an integer tensor of class indices, got {target.dtype}")
-    if tuple(target.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
-            f"target shape {tuple(target.shape)} must equal logits shape without the class dimension "
-            f"{tuple(logits.shape[:-1])}"
-        )
+    return check_class_target(target, logits.shape[:-1], "logits shape without the class dimension")
 
 
 def encouraging_loss_with_stats(
@@ -302,7 +298,7 @@ def encouraging_loss_with_stats(
     reduction: str = "mean",
 ) -> EncouragingLossOutput:
     """EL/CEL loss with the detached sums of -log p_y and b(p_y) over non-ignored tokens, for logging."""
-    _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction)
+    target = _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction)
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
     flat_target = target.reshape(-1)
