@@ -28,6 +28,7 @@ from tests.helpers.tiny import (
     causal_lm_dataset,
     multilabel_dataset,
     one_step_args,
+    quick_tiny_training,
     seq2seq_dataset,
     tiny_bert,
     tiny_gpt2,
@@ -38,12 +39,9 @@ from tests.helpers.tiny import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot to them on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def quick_training():
+    with quick_tiny_training():
+        yield
 
 
 EL = dict(log_end=0.5, label_smoothing=0.1)
@@ -82,7 +80,9 @@ def step_by_hand(model, batch, full_batch_mean) -> dict[str, torch.Tensor]:
 
 def assert_same_weights(got, expected):
     for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, atol=1e-6, rtol=1e-6, msg=name)
+        torch.testing.assert_close(
+            got[name], value, atol=1e-6, rtol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def seq2seq_token_mean(model, batch):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import datasets
 import torch
 import transformers
@@ -16,6 +19,24 @@ from transformers import (
 
 VOCAB = 40
 NUM_LABELS = 6
+
+
+@contextlib.contextmanager
+def quick_tiny_training():
+    """Make many short Trainer runs of tiny models fast, also on a busy machine.
+
+    One intra-op thread (tiny tensors gain nothing from more, and lose much to them when other processes hold
+    the cores), and every object alive now (the imported modules) frozen out of garbage collection, since
+    each ``Trainer.train`` runs ``gc.collect`` (accelerate's ``free_memory``) and would walk all of them.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        torch.set_num_threads(threads)
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
