@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_losses import EncouragingLoss, encouraging_loss, encouraging_loss_with_stats
+from hf_losses import EncouragingLoss, encouraging_loss
 
 try:
     from tests.reference import (
@@ -371,7 +371,7 @@ def test_all_padding(dtype):
         assert x.grad is not None
         assert torch.isfinite(x.grad.float()).all()
         assert (x.grad == 0).all()
-    stats = encouraging_loss_with_stats(z, t)
+    stats = encouraging_loss(z, t, return_stats=True)
     assert float(stats.nll) == 0.0 and float(stats.bonus) == 0.0 and int(stats.num_tokens) == 0
     assert float(stats.loss) == 0.0
 
@@ -435,7 +435,7 @@ def test_with_stats(log_end, reduction):
     z = z.to(torch.float32)
     kw = dict(log_end=log_end, label_smoothing=0.1, bonus_weight=0.5, reduction=reduction)
     x = z.clone().requires_grad_(True)
-    out = encouraging_loss_with_stats(x, t, **kw)
+    out = encouraging_loss(x, t, **kw, return_stats=True)
     loss, nll, bonus, num_tokens = out  # a 4-tuple
     assert isinstance(out, tuple) and hasattr(out, "_fields")
     assert out.loss is loss and out.nll is nll and out.bonus is bonus and out.num_tokens is num_tokens
@@ -469,7 +469,7 @@ def test_with_stats_tangent_branch_bonus():
         ]
     )
     t = torch.tensor([2, 4])
-    out = encouraging_loss_with_stats(z, t, log_end=0.5, bonus_weight=0.25, label_smoothing=0.1)
+    out = encouraging_loss(z, t, log_end=0.5, bonus_weight=0.25, label_smoothing=0.1, return_stats=True)
     expected_bonus = (math.log(0.5) - (0.9 - 0.5) / 0.5) + math.log(0.7)
     expected_nll = -math.log(0.9) - math.log(0.3)
     assert_close(out.bonus, torch.tensor(expected_bonus, dtype=F64), rtol=1e-10, atol=1e-12)
@@ -668,7 +668,7 @@ def test_no_grad_and_requires_grad_false_give_same_value(dtype):
         assert not ng.requires_grad and not nrg.requires_grad
         assert torch.allclose(ng, with_grad.detach(), rtol=1e-6, atol=1e-7)
         assert torch.allclose(nrg, with_grad.detach(), rtol=1e-6, atol=1e-7)
-        s = encouraging_loss_with_stats(z.clone(), t, reduction=reduction, **kw)
+        s = encouraging_loss(z.clone(), t, reduction=reduction, **kw, return_stats=True)
         assert torch.allclose(s.loss, with_grad.detach(), rtol=1e-6, atol=1e-7)
 
 
@@ -740,6 +740,57 @@ def test_module_matches_functional():
     assert_close(encouraging_loss(z2, t2), r, rtol=1e-10, atol=1e-12)
 
 
+def test_module_settings_are_public_attributes_and_forward_returns_stats():
+    mod = EncouragingLoss(
+        log_end=0.5, label_smoothing=0.1, bonus_weight=0.7, ignore_index=-1, reduction="sum"
+    )
+    assert (mod.log_end, mod.label_smoothing, mod.bonus_weight, mod.ignore_index, mod.reduction) == (
+        0.5,
+        0.1,
+        0.7,
+        -1,
+        "sum",
+    )
+    assert "log_end=0.5" in repr(mod)
+    z, t = make_el_inputs((3, 4), 9, gen=_gen(50), probs=[0.3, 0.9], ignore_frac=0.3, ignore_index=-1)
+    out = mod(z, t, return_stats=True)
+    expected = encouraging_loss(
+        z,
+        t,
+        log_end=0.5,
+        label_smoothing=0.1,
+        bonus_weight=0.7,
+        ignore_index=-1,
+        reduction="sum",
+        return_stats=True,
+    )
+    assert type(out).__name__ == "EncouragingLossOutput"
+    for a, b in zip(out, expected, strict=True):
+        assert torch.equal(a, b)
+    mod.log_end = 1.0  # a changed attribute takes effect, and is checked at the call
+    assert_close(
+        mod(z, t),
+        encouraging_loss(z, t, label_smoothing=0.1, bonus_weight=0.7, ignore_index=-1, reduction="sum"),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    mod.log_end = 2.0
+    with pytest.raises(ValueError, match=r"log_end must be in \(0, 1\]"):
+        mod(z, t)
+
+
+def test_docstring_examples_run():
+    """The Example sections of the module's docstrings (EncouragingLoss's in particular) run as written."""
+    import doctest
+
+    import hf_losses.losses.encouraging as module
+
+    torch.manual_seed(0)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8
+    assert result.failed == 0
+
+
 # ----------------------------------------------------------------------------------------------
 # argument validation
 # ----------------------------------------------------------------------------------------------
@@ -749,7 +800,7 @@ def _call_all(logits, target, **kw):
     """Call the three public entry points; each must raise on its own."""
     return [
         lambda: encouraging_loss(logits, target, **kw),
-        lambda: encouraging_loss_with_stats(logits, target, **kw),
+        lambda: encouraging_loss(logits, target, **kw, return_stats=True),
         lambda: EncouragingLoss(**kw)(logits, target),
     ]
 
@@ -775,6 +826,15 @@ def test_invalid_hyperparameters(kw, name):
     for call in _call_all(z, t, **kw):
         with pytest.raises(ValueError, match=name):
             call()
+    # the Module refuses bad settings at construction, naming the argument and the allowed range
+    allowed = {
+        "log_end": r"log_end must be in \(0, 1\]",
+        "label_smoothing": r"label_smoothing must be in \[0, 1\)",
+        "bonus_weight": "bonus_weight must be >= 0",
+        "reduction": "reduction must be one of 'mean', 'sum', 'none'",
+    }[name]
+    with pytest.raises(ValueError, match=allowed):
+        EncouragingLoss(**kw)
 
 
 def test_valid_boundary_hyperparameters():

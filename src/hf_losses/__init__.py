@@ -6,7 +6,6 @@ from .losses import (
     EncouragingLossOutput,
     asymmetric_polynomial_loss,
     encouraging_loss,
-    encouraging_loss_with_stats,
 )
 from .trainer_loss import trainer_loss_func
 from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
@@ -24,6 +23,5 @@ __all__ = [
     "__version__",
     "asymmetric_polynomial_loss",
     "encouraging_loss",
-    "encouraging_loss_with_stats",
     "trainer_loss_func",
 ]

@@ -1,6 +1,6 @@
 """Fused loss functions: functional forms and their nn.Module wrappers."""
 
-from .encouraging import EncouragingLoss, EncouragingLossOutput, encouraging_loss, encouraging_loss_with_stats
+from .encouraging import EncouragingLoss, EncouragingLossOutput, encouraging_loss
 from .polynomial import AsymmetricPolynomialLoss, asymmetric_polynomial_loss
 
 __all__ = [
@@ -9,5 +9,4 @@ __all__ = [
     "EncouragingLossOutput",
     "asymmetric_polynomial_loss",
     "encouraging_loss",
-    "encouraging_loss_with_stats",
 ]

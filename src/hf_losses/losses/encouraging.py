@@ -287,7 +287,7 @@ def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, red
     return check_class_target(target, logits.shape[:-1], "logits shape without the class dimension")
 
 
-def encouraging_loss_with_stats(
+def encouraging_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
@@ -296,8 +296,27 @@ def encouraging_loss_with_stats(
     bonus_weight: float = 1.0,
     ignore_index: int = -100,
     reduction: str = "mean",
-) -> EncouragingLossOutput:
-    """EL/CEL loss with the detached sums of -log p_y and b(p_y) over non-ignored tokens, for logging."""
+    return_stats: bool = False,
+) -> torch.Tensor | EncouragingLossOutput:
+    """Encouraging loss ``-log p_y + rho * b(p_y)`` (label-smoothed over all classes), fused and exact.
+
+    See :class:`EncouragingLoss` for the maths and shapes.
+
+    Args:
+        logits: ``[..., V]`` unnormalised scores, any float dtype (math runs in float32 or float64).
+        target: ``[...]`` class indices in ``[0, V)`` or ``ignore_index``, any integer dtype.
+        log_end: LE in (0, 1]; 1 is the full bonus (EL), below 1 the conservative bonus (CEL).
+        label_smoothing: eps in [0, 1), applied to the NLL and the bonus alike.
+        bonus_weight: rho >= 0; 0 gives exactly ``F.cross_entropy``.
+        ignore_index: target value that contributes nothing.
+        reduction: "mean" (over non-ignored tokens; 0 when there are none), "sum" or "none".
+        return_stats: return an :class:`EncouragingLossOutput` ``(loss, nll, bonus, num_tokens)`` instead of
+            the loss alone: ``nll`` and ``bonus`` are the detached sums of ``-log p_y`` and ``b(p_y)`` (no
+            smoothing, no rho) over the non-ignored tokens, ``num_tokens`` their count (a tensor).
+
+    Returns:
+        The reduced loss (float32 for bf16/fp16 logits), or the named tuple when ``return_stats=True``.
+    """
     target = _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction)
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
@@ -313,43 +332,58 @@ def encouraging_loss_with_stats(
     loss, nll, bonus = _FusedEncouragingLoss.apply(flat_logits, flat_target, valid, settings, need_grad)
     num_tokens = valid.sum()
     loss = reduce(loss.view(target.shape), reduction, num_tokens)
-    return EncouragingLossOutput(loss, nll.sum(), bonus.sum(), num_tokens)
-
-
-def encouraging_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    log_end: float = 1.0,
-    label_smoothing: float = 0.0,
-    bonus_weight: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> torch.Tensor:
-    """Encouraging loss ``-log p_y + rho * b(p_y)`` (label-smoothed over all classes), fused and exact.
-
-    Args:
-        logits: ``[..., V]`` unnormalised scores, any float dtype (math runs in float32 or float64).
-        target: ``[...]`` integer class indices in ``[0, V)`` or ``ignore_index``.
-        log_end: LE in (0, 1]; 1 is the full bonus (EL), below 1 the conservative bonus (CEL).
-        label_smoothing: eps in [0, 1), applied to the NLL and the bonus alike.
-        bonus_weight: rho >= 0; 0 gives exactly ``F.cross_entropy``.
-        ignore_index: target value that contributes nothing.
-        reduction: "mean" (over non-ignored tokens; 0 when there are none), "sum" or "none".
-    """
-    return encouraging_loss_with_stats(
-        logits,
-        target,
-        log_end=log_end,
-        label_smoothing=label_smoothing,
-        bonus_weight=bonus_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-    ).loss
+    if return_stats:
+        return EncouragingLossOutput(loss, nll.sum(), bonus.sum(), num_tokens)
+    return loss
 
 
 class EncouragingLoss(nn.Module):
-    """Module form of :func:`encouraging_loss`; EL with ``log_end=1``, CEL with ``log_end < 1``."""
+    r"""Encouraging loss (EL) and conservative encouraging loss (CEL), Zhao et al., AAAI 2022.
+
+    For a token with logits :math:`z \in \mathbb{R}^V`, :math:`p = \mathrm{softmax}(z)` and target
+    :math:`y`, the bonus rewards confidence: :math:`b(p) = \log(1 - p)` for :math:`p \le LE` and its tangent
+    :math:`\log(1 - LE) - (p - LE) / (1 - LE)` above. With label smoothing :math:`\varepsilon`:
+
+    .. math::
+        \ell = (1 - \varepsilon)\,[-\log p_y + \rho\, b(p_y)]
+                + \frac{\varepsilon}{V} \sum_j [-\log p_j + \rho\, b(p_j)]
+
+    ``log_end=1`` is EL, ``log_end < 1`` CEL (0.5 is the authors' choice for translation), ``bonus_weight=0``
+    is exactly ``nn.CrossEntropyLoss(label_smoothing=...)``. The loss is negative for confident tokens: log
+    the plain NLL beside it (``return_stats=True``). Formulas, gradients and numerics: docs/losses.md.
+
+    Args:
+        log_end: LE in (0, 1]; where the bonus turns into its tangent.
+        label_smoothing: :math:`\varepsilon` in [0, 1), applied to the NLL and the bonus alike.
+        bonus_weight: :math:`\rho \ge 0`, the weight of the bonus.
+        ignore_index: target value that contributes nothing to the loss or the gradient.
+        reduction: ``"mean"`` over non-ignored tokens (0 when there are none), ``"sum"`` or ``"none"``.
+
+    The settings are public attributes, checked here and at every call.
+
+    Shape:
+        - logits: :math:`(*, V)`, any floating dtype (arithmetic in float32 for bf16/fp16, float64 for
+          float64; the gradient comes back in the logits' dtype).
+        - target: :math:`(*)`, class indices in :math:`[0, V)` or ``ignore_index``, any integer dtype.
+        - output: scalar, or :math:`(*)` with ``reduction="none"`` (0 at ignored positions); float32 for
+          bf16/fp16 logits.
+
+    Example::
+
+        >>> import torch
+        >>> from hf_losses import EncouragingLoss
+        >>> criterion = EncouragingLoss(log_end=0.5, label_smoothing=0.1)
+        >>> logits = torch.randn(4, 7, 100, requires_grad=True)
+        >>> target = torch.randint(0, 100, (4, 7))
+        >>> target[:, -2:] = -100  # padding
+        >>> criterion(logits, target).backward()
+        >>> out = criterion(logits, target, return_stats=True)
+        >>> out.num_tokens
+        tensor(20)
+        >>> ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=0.1)
+        >>> bool(torch.isclose(EncouragingLoss(bonus_weight=0.0, label_smoothing=0.1)(logits, target), ce))
+        True
+    """
 
     def __init__(
         self,
@@ -368,7 +402,10 @@ class EncouragingLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, *, return_stats: bool = False
+    ) -> torch.Tensor | EncouragingLossOutput:
+        """The loss, or with ``return_stats=True`` an :class:`EncouragingLossOutput`; see :func:`encouraging_loss`."""
         return encouraging_loss(
             logits,
             target,
@@ -377,6 +414,7 @@ class EncouragingLoss(nn.Module):
             bonus_weight=self.bonus_weight,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
+            return_stats=return_stats,
         )
 
     def extra_repr(self) -> str:
