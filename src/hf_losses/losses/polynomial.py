@@ -82,10 +82,10 @@ def _power(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
     return base.pow(gamma)
 
 
-def _positive(x, p, q, s: _Settings, need_grad: bool):
+def _positive(p, q, log_p, s: _Settings, need_grad: bool):
     """Loss (1-p)^g+ [-log p + a1 q + a2 q^2] and, if asked, its derivative in x (dq/dx = -p q)."""
     weight = _power(q, s.gamma_pos)
-    poly = q * (s.alpha1 + s.alpha2 * q) - F.logsigmoid(x)
+    poly = q * (s.alpha1 + s.alpha2 * q) - log_p
     loss = weight * poly
     if not need_grad:
         return loss, None
@@ -95,14 +95,17 @@ def _positive(x, p, q, s: _Settings, need_grad: bool):
     return loss, grad
 
 
-def _negative(x, p, q, s: _Settings, need_grad: bool):
-    """Loss p_m^g- [-log(1-p_m) + b1 p_m] with p_m = max(p - clip, 0), and its derivative in x."""
+def _negative(p, q, log_q, s: _Settings, need_grad: bool):
+    """Loss p_m^g- [-log(1-p_m) + b1 p_m] with p_m = max(p - clip, 0), and its derivative in x.
+
+    `log_q` is log(1-p), needed only without a clip.
+    """
     if s.clip > 0:
         shifted = (p - s.clip).clamp(min=0.0)
         one_minus = (q + s.clip).clamp(max=1.0)  # 1 - p_m from q = 1 - p: exact even when p rounds to 1
         log_one_minus = one_minus.log()
     else:
-        shifted, one_minus, log_one_minus = p, q, F.logsigmoid(-x)
+        shifted, one_minus, log_one_minus = p, q, log_q
     weight = _power(shifted, s.gamma_neg)
     poly = -log_one_minus if s.beta1 == 0 else s.beta1 * shifted - log_one_minus
     loss = poly * weight
@@ -127,13 +130,20 @@ def _one_pass(x, target, s: _Settings, scale: float, need_grad: bool, elementwis
     """Loss (elementwise, or summed), gradient times `scale` (or None) and the number of non-0/1 targets.
 
     Both branches are evaluated and selected with `where`: the form that `torch.compile` fuses into one loop.
+    One exponential serves p, 1 - p and both log-sigmoids: with e = exp(-|x|), p and 1 - p are 1/(1+e) and
+    e/(1+e), and log p = min(x, 0) - log1p(e), log(1-p) = min(-x, 0) - log1p(e).
     """
     positive = target > 0.5
     bad = (target != positive).sum()
     xc = x.to(compute_dtype(x.dtype))
-    p, q = torch.sigmoid(xc), torch.sigmoid(-xc)  # q = 1 - p without cancellation
-    neg_loss, neg_grad = _negative(xc, p, q, s, need_grad)
-    pos_loss, pos_grad = _positive(xc, p, q, s, need_grad)
+    e = torch.exp(-xc.abs())
+    r = 1.0 / (1.0 + e)
+    non_negative = xc >= 0
+    p, q = torch.where(non_negative, r, e * r), torch.where(non_negative, e * r, r)
+    softplus_tail = torch.log1p(e)
+    log_q = (-xc).clamp(max=0.0) - softplus_tail if s.clip == 0 else None
+    neg_loss, neg_grad = _negative(p, q, log_q, s, need_grad)
+    pos_loss, pos_grad = _positive(p, q, xc.clamp(max=0.0) - softplus_tail, s, need_grad)
     loss = torch.where(positive, pos_loss, neg_loss)
     grad = (torch.where(positive, pos_grad, neg_grad) * scale).to(x.dtype) if need_grad else None
     return (loss if elementwise else loss.sum()), grad, bad
@@ -141,15 +151,15 @@ def _one_pass(x, target, s: _Settings, scale: float, need_grad: bool, elementwis
 
 def _eager_chunk(x, positive, s: _Settings, need_grad: bool):
     """Eager loss and gradient of one chunk; on CPU the positive branch runs only at the (few) positives."""
-    p, q = torch.sigmoid(x), torch.sigmoid(-x)
-    loss, grad = _negative(x, p, q, s, need_grad)
+    p, q = torch.sigmoid(x), torch.sigmoid(-x)  # q = 1 - p without cancellation
+    loss, grad = _negative(p, q, F.logsigmoid(-x) if s.clip == 0 else None, s, need_grad)
     if x.is_cuda:  # no host sync
-        pos_loss, pos_grad = _positive(x, p, q, s, need_grad)
+        pos_loss, pos_grad = _positive(p, q, F.logsigmoid(x), s, need_grad)
         return torch.where(positive, pos_loss, loss), torch.where(
             positive, pos_grad, grad
         ) if need_grad else None
     idx = positive.nonzero().squeeze(1)
-    pos_loss, pos_grad = _positive(x[idx], p[idx], q[idx], s, need_grad)
+    pos_loss, pos_grad = _positive(p[idx], q[idx], F.logsigmoid(x[idx]), s, need_grad)
     loss = loss.index_copy(0, idx, pos_loss)
     return loss, grad.index_copy(0, idx, pos_grad) if need_grad else None
 
