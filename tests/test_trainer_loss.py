@@ -207,7 +207,7 @@ def test_evaluation_uses_the_loss_per_batch_but_not_with_generation(tmp_path):
     for generate in (False, True):
         trainer = Seq2SeqTrainer(
             model=model,
-            args=Seq2SeqTrainingArguments(**args, predict_with_generate=generate),
+            args=Seq2SeqTrainingArguments(**args, predict_with_generate=generate, generation_max_length=6),
             data_collator=seq2seq_collator(model),
             compute_loss_func=trainer_loss_func(EncouragingLoss(**EL)),
             compute_metrics=lambda prediction: {},  # without metrics evaluate() never generates

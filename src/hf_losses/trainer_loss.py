@@ -18,9 +18,11 @@ APL. The settings of ``loss`` (log_end, gamma_neg, ...) are used as they are; it
 How transformers 5.23 (the pinned version) drives it, read from ``Trainer.compute_loss``:
 
 - With ``compute_loss_func`` set, ``Trainer`` pops ``labels`` from the batch before the forward, so the
-  model computes no loss of its own, and passes them to the function unchanged. A seq2seq batch must
-  therefore already hold ``decoder_input_ids``: ``DataCollatorForSeq2Seq(tokenizer, model=model)`` builds
-  them for models with ``prepare_decoder_input_ids_from_labels`` (Marian, T5, BART, ...).
+  model computes no loss of its own, and passes them to the function unchanged (a model whose forward takes
+  ``**kwargs``, ``model_accepts_loss_kwargs``, also gets ``num_items_in_batch``, unused without labels). A
+  seq2seq batch must therefore already hold ``decoder_input_ids``: ``DataCollatorForSeq2Seq(tokenizer,
+  model=model)`` builds them for models with ``prepare_decoder_input_ids_from_labels`` (Marian, T5, BART,
+  ...); for M2M100, NLLB-MoE or Blenderbot, which lack it, add them in the collator.
 - ``num_items_in_batch`` is ``labels.ne(-100).sum()`` over all micro-batches of the optimiser step (and over
   all processes when ``average_tokens_across_devices``, the default, in which case ``Trainer`` multiplies
   the returned loss by the number of processes before DDP averages the gradients).
