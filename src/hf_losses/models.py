@@ -35,6 +35,22 @@ SEQ2SEQ_PRESETS: dict[str, dict] = {
         activation_function="relu",
         scale_embedding=True,
     ),
+    # Multi30k on a 2-core CPU (scripts/recipes/compare-multi30k-*.yaml): 3+3 layers, d_model 128, FFN 512,
+    # 4 heads, shared embeddings over a joint 6k vocabulary, dropout 0.2.
+    "transformer-multi30k": dict(
+        vocab_size=6000,
+        d_model=128,
+        encoder_layers=3,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=512,
+        decoder_ffn_dim=512,
+        dropout=0.2,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        **{**_FAIRSEQ_TRANSFORMER, "max_position_embeddings": 256},
+    ),
     # SPEC section 3, IWSLT14 De->En: 6+6 layers, d_model 512, FFN 1024, 4 heads, dropout 0.4, unshared
     # encoder/decoder embeddings (joint BPE vocabulary of about 10k).
     "transformer-iwslt14-de-en": dict(
