@@ -1,0 +1,300 @@
+"""Encouraging loss of a linear projection, ``EL(h W^T + b, y)``, without materialising the logits.
+
+For a head with a large vocabulary the ``[tokens, V]`` logits and their gradient dominate the memory of a
+training step. Here the non-ignored tokens are taken in chunks; for each chunk the logits ``z = h W^T + b``
+are formed, the EL kernel returns the per-token loss and ``g = dl/dz``, and the three gradients are
+accumulated at once: ``dL/dh = g W``, ``dL/dW = sum g^T h``, ``dL/db = sum g``. Only one chunk of logits
+exists at a time; backward merely scales the saved gradients (``reduction="none"`` recomputes the chunks
+instead, weighting each token's ``g`` by its incoming gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import check_values, chunk_rows, compute_dtype, no_double_backward, reduce, take_saved_gradient
+from .encouraging import EncouragingLossOutput, _check_settings, _forward_chunk, _RowSettings
+
+# Tokens per chunk: enough logits that the three matrix products stay efficient (each chunk reads and
+# writes all of dL/dW once), few enough that the chunk's logits and their gradient stay small.
+CPU_LOGIT_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per chunk
+CUDA_LOGIT_ELEMENTS = 1 << 27
+MIN_CHUNK_TOKENS = 128
+KERNEL_SCRATCH_BUFFERS = 3  # the EL kernel's float32 work buffers (one without smoothing, three with)
+
+
+def chunk_tokens(num_tokens: int, vocab: int, device: torch.device) -> int:
+    """How many tokens one chunk of the fused head projects at a time."""
+    budget = CUDA_LOGIT_ELEMENTS if device.type == "cuda" else CPU_LOGIT_ELEMENTS
+    return max(1, min(num_tokens, max(MIN_CHUNK_TOKENS, budget // vocab)))
+
+
+def _chunked_pass(input, weight, bias, rows, target, settings, needs, row_weights=None):
+    """Per-token (loss, nll, bonus) of the tokens `rows` of `input`, and the requested gradients.
+
+    The gradients are those of ``sum_t w_t loss_t`` with ``w = row_weights`` (1 when None), returned in the
+    dtypes of input, weight and bias; dL/dW and dL/db are accumulated in the compute dtype.
+    """
+    n, (vocab, dim) = rows.numel(), weight.shape
+    device, dtype = input.device, compute_dtype(input.dtype)
+    need_input, need_weight, need_bias = needs
+    stats = [torch.empty(n, dtype=dtype, device=device) for _ in range(3)]
+    grad_input = torch.zeros_like(input) if need_input else None
+    grad_weight = torch.zeros(vocab, dim, dtype=dtype, device=device) if need_weight else None
+    grad_bias = torch.zeros(vocab, dtype=dtype, device=device) if need_bias else None
+    chunk = chunk_tokens(n, vocab, device)
+    sub = chunk_rows(chunk, vocab, device)
+    logits = torch.empty(chunk, vocab, dtype=input.dtype, device=device)
+    grad = torch.empty(chunk, vocab, dtype=dtype, device=device) if any(needs) else None
+    scratch = [torch.empty(sub, vocab, dtype=dtype, device=device) for _ in range(KERNEL_SCRATCH_BUFFERS)]
+    valid = torch.ones(sub, dtype=torch.bool, device=device)
+    for start in range(0, n, chunk):
+        index = rows[start : start + chunk]
+        size = index.numel()
+        h = input.index_select(0, index)
+        z = logits[:size]
+        if bias is None:
+            torch.mm(h, weight.t(), out=z)
+        else:
+            torch.addmm(bias, h, weight.t(), out=z)
+        for first in range(0, size, sub):
+            part = slice(first, min(first + sub, size))
+            width = part.stop - first
+            values = _forward_chunk(
+                z[part],
+                target[start + first : start + part.stop],
+                valid[:width],
+                settings,
+                scratch,
+                None if grad is None else grad[part],
+            )
+            for out, value in zip(stats, values, strict=True):
+                out[start + first : start + part.stop] = value
+        if grad is None:
+            continue
+        g = grad[:size]
+        if row_weights is not None:
+            g.mul_(row_weights[start : start + size].unsqueeze(1))
+        if need_bias:
+            grad_bias.add_(g.sum(0))
+        if need_weight:
+            grad_weight.addmm_(g.t(), h.to(dtype))
+        if need_input:
+            g_low = g if g.dtype == input.dtype else z.copy_(g)  # the logits are spent: reuse their buffer
+            grad_input.index_copy_(0, index, g_low @ weight)
+    grads = (
+        grad_input,
+        None if grad_weight is None else grad_weight.to(weight.dtype),
+        None if grad_bias is None else grad_bias.to(bias.dtype),
+    )
+    return stats, grads
+
+
+class _FusedLinearEncouragingLoss(torch.autograd.Function):
+    """EL of ``input[rows] @ weight.T + bias``: the summed loss (gradients from the forward pass), or the
+    per-token loss (gradients recomputed chunk by chunk in backward), plus detached per-token NLL and bonus.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, rows, target, settings, needs, summed):
+        ctx.summed = summed
+        if summed:
+            (loss, nll, bonus), ctx.saved_gradient = _chunked_pass(
+                input, weight, bias, rows, target, settings, needs
+            )
+            loss = loss.sum()
+        else:
+            (loss, nll, bonus), _ = _chunked_pass(
+                input, weight, bias, rows, target, settings, (False, False, False)
+            )
+            ctx.save_for_backward(input, weight, bias, rows, target)
+            ctx.settings = settings
+        ctx.mark_non_differentiable(nll, bonus)
+        return loss, nll, bonus
+
+    @staticmethod
+    @no_double_backward
+    def backward(ctx, grad_loss, _grad_nll, _grad_bonus):
+        needs = tuple(ctx.needs_input_grad[:3])
+        if ctx.summed:
+            grads = take_saved_gradient(ctx)
+            for grad in grads:
+                if grad is not None:
+                    grad.mul_(grad_loss.to(grad.dtype))
+        else:
+            input, weight, bias, rows, target = ctx.saved_tensors
+            _, grads = _chunked_pass(input, weight, bias, rows, target, ctx.settings, needs, grad_loss)
+        return *grads, None, None, None, None, None
+
+
+def _check_linear_arguments(input, weight, target, bias) -> None:
+    for name, tensor in (("input", input), ("weight", weight), ("bias", bias)):
+        if tensor is not None and not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
+    if weight.dim() != 2 or weight.shape[0] < 2:
+        raise ValueError(f"weight must have shape [V, d] with V >= 2 classes, got {tuple(weight.shape)}")
+    if input.dim() < 1 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input must have shape [..., d] with d = weight.shape[1] = {weight.shape[1]}, "
+            f"got {tuple(input.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape [V] = ({weight.shape[0]},), got {tuple(bias.shape)}")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and (tensor.dtype != input.dtype or tensor.device != input.device):
+            raise ValueError(
+                f"{name} must have the dtype and device of input ({input.dtype}, {input.device}), "
+                f"got ({tensor.dtype}, {tensor.device})"
+            )
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must be an integer tensor of class indices, got {target.dtype}")
+    if tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(
+            f"target shape {tuple(target.shape)} must equal input shape without the feature dimension "
+            f"{tuple(input.shape[:-1])}"
+        )
+
+
+def linear_encouraging_loss(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    log_end: float = 1.0,
+    label_smoothing: float = 0.0,
+    bonus_weight: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    return_stats: bool = False,
+) -> torch.Tensor | EncouragingLossOutput:
+    """``encouraging_loss(input @ weight.T + bias, target, ...)`` without forming the ``[..., V]`` logits.
+
+    Args:
+        input: ``[..., d]`` hidden states (float32, float64, bfloat16 or float16).
+        weight: ``[V, d]`` output projection, same dtype and device as ``input``.
+        target: ``[...]`` integer class indices in ``[0, V)`` or ``ignore_index``.
+        bias: optional ``[V]`` bias of the projection.
+        log_end, label_smoothing, bonus_weight, ignore_index, reduction: as in :func:`encouraging_loss`.
+        return_stats: also return the detached sums of ``-log p_y`` and ``b(p_y)`` and the token count, as an
+            :class:`EncouragingLossOutput`.
+
+    Ignored tokens are dropped before the projection (on CUDA that costs one host sync for their count).
+    The loss is float32 for bf16/fp16 inputs; gradients come back in each parameter's dtype.
+    """
+    _check_settings(log_end, label_smoothing, bonus_weight, reduction)
+    if torch.is_autocast_enabled(input.device.type):  # project in the autocast dtype, as nn.Linear would
+        low = torch.get_autocast_dtype(input.device.type)
+        input, weight, bias = (None if t is None else t.to(low) for t in (input, weight, bias))
+    _check_linear_arguments(input, weight, target, bias)
+    vocab = weight.shape[0]
+    flat_input = input.reshape(-1, input.shape[-1])
+    flat_target = target.reshape(-1).long()
+    valid = flat_target != ignore_index
+    check_values(
+        "target",
+        valid & ((flat_target < 0) | (flat_target >= vocab)),
+        f"class indices in [0, {vocab}) or ignore_index={ignore_index}",
+    )
+    rows = valid.nonzero().squeeze(1)
+    settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
+    grad_on = torch.is_grad_enabled()
+    needs = tuple(grad_on and t is not None and t.requires_grad for t in (input, weight, bias))
+    summed = reduction != "none"
+    with torch.autocast(input.device.type, enabled=False):
+        loss, nll, bonus = _FusedLinearEncouragingLoss.apply(
+            flat_input, weight, bias, rows, flat_target.index_select(0, rows), settings, needs, summed
+        )
+    num_tokens = valid.sum()
+    if summed:
+        loss = reduce(loss, reduction, num_tokens)
+    else:
+        loss = loss.new_zeros(flat_target.shape).index_copy(0, rows, loss).view(target.shape)
+    if return_stats:
+        return EncouragingLossOutput(loss, nll.sum(), bonus.sum(), num_tokens)
+    return loss
+
+
+class LinearEncouragingLoss(nn.Module):
+    r"""Encouraging loss of a linear projection, fused so the ``[N, V]`` logits never exist.
+
+    For hidden states :math:`h_t`, logits :math:`z_t = W h_t + b`, :math:`p_t = \mathrm{softmax}(z_t)` and
+    target :math:`y_t`:
+
+    .. math::
+        \ell_t = (1 - \varepsilon)\,[-\log p_{t,y_t} + \rho\, b(p_{t,y_t})]
+                 + \frac{\varepsilon}{V} \sum_j [-\log p_{t,j} + \rho\, b(p_{t,j})],
+
+    with :math:`b(p) = \log(1 - p)` for :math:`p \le LE` and its tangent at :math:`LE` beyond. Identical to
+    :class:`EncouragingLoss` applied to ``nn.functional.linear(input, weight, bias)``.
+
+    Args:
+        log_end: LE in (0, 1]; 1 is EL, below 1 the conservative bonus (CEL).
+        label_smoothing: :math:`\varepsilon` in [0, 1), applied to the NLL and the bonus alike.
+        bonus_weight: :math:`\rho \ge 0`; 0 gives cross-entropy.
+        ignore_index: target value that contributes nothing (dropped before the projection).
+        reduction: ``"mean"`` over non-ignored tokens, ``"sum"`` or ``"none"``.
+
+    Shape:
+        - input: :math:`(*, d)`; weight: :math:`(V, d)`; bias: :math:`(V)` or None.
+        - target: :math:`(*)` class indices.
+        - output: scalar, or :math:`(*)` with ``reduction="none"``.
+
+    Example::
+
+        >>> head = nn.Linear(64, 1000)
+        >>> criterion = LinearEncouragingLoss(log_end=0.5, label_smoothing=0.1)
+        >>> hidden = torch.randn(4, 30, 64, requires_grad=True)
+        >>> target = torch.randint(0, 1000, (4, 30))
+        >>> out = criterion(hidden, head.weight, target, bias=head.bias, return_stats=True)
+        >>> out.loss.backward()
+        >>> out.num_tokens, head.weight.grad.shape, head.bias.grad.shape
+        (tensor(120), torch.Size([1000, 64]), torch.Size([1000]))
+    """
+
+    def __init__(
+        self,
+        *,
+        log_end: float = 1.0,
+        label_smoothing: float = 0.0,
+        bonus_weight: float = 1.0,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        _check_settings(log_end, label_smoothing, bonus_weight, reduction)
+        self.log_end = log_end
+        self.label_smoothing = label_smoothing
+        self.bonus_weight = bonus_weight
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        target: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        return_stats: bool = False,
+    ) -> torch.Tensor | EncouragingLossOutput:
+        """The loss, or an :class:`EncouragingLossOutput`; see :func:`linear_encouraging_loss`."""
+        return linear_encouraging_loss(
+            input,
+            weight,
+            target,
+            bias=bias,
+            log_end=self.log_end,
+            label_smoothing=self.label_smoothing,
+            bonus_weight=self.bonus_weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            return_stats=return_stats,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"log_end={self.log_end}, label_smoothing={self.label_smoothing}, "
+            f"bonus_weight={self.bonus_weight}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        )
