@@ -4,8 +4,10 @@ from .losses import (
     AsymmetricPolynomialLoss,
     EncouragingLoss,
     EncouragingLossOutput,
+    LinearEncouragingLoss,
     asymmetric_polynomial_loss,
     encouraging_loss,
+    linear_encouraging_loss,
 )
 from .trainer_loss import trainer_loss_func
 from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
@@ -18,10 +20,12 @@ __all__ = [
     "EncouragingLossOutput",
     "EncouragingSeq2SeqConfig",
     "EncouragingSeq2SeqTrainer",
+    "LinearEncouragingLoss",
     "MultiLabelConfig",
     "MultiLabelTrainer",
     "__version__",
     "asymmetric_polynomial_loss",
     "encouraging_loss",
+    "linear_encouraging_loss",
     "trainer_loss_func",
 ]
