@@ -11,8 +11,8 @@ against ``F.binary_cross_entropy_with_logits`` and the compiled plain formula), 
 and ``vocab`` (a 250k-class row, and peak memory against the vocabulary size, 32k to 256k, in its own chart).
 
 Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads, after one warm-up call whose
-duration is reported as "first call" (for ``torch.compile`` rows it includes the compilation; compiled rows
-start from a reset compiler cache). Memory (CPU): the rise of the peak resident set (VmHWM, reset through
+duration is reported as "first call" (for ``torch.compile`` rows it includes the compilation, from a reset compiler and an
+empty on-disk compile cache). Memory (CPU): the rise of the peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over one forward+backward after the warm-up, measured in a child process whose glibc
 mmap threshold is pinned so freed buffers go back to the OS; on CUDA, max_memory_allocated. Both include the
 gradients. Ratios are against the first row of each group (the PyTorch baseline).
@@ -24,8 +24,10 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -480,6 +482,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the memory-measuring child process
     args = parser.parse_args(argv)
 
+    # an empty compile cache per process: "first call" is then the cold compilation a new user pays
+    cache_dir = tempfile.mkdtemp(prefix="hf-losses-bench-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    try:
+        measure(args, sys.argv[1:] if argv is None else argv)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, argv: list[str]) -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -500,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
             for c, mib in zip(chart, measure_memory(chart, device, args.quick), strict=True)
         ]
 
-    command = "python scripts/benchmark_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python scripts/benchmark_losses.py " + " ".join(argv)
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     )

@@ -676,3 +676,7 @@ def test_fullgraph_compile_of_a_caller():
     b.backward()
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(x1.grad, x2.grad)
+    bad = t.long()
+    bad[0, 0] = 2
+    with pytest.raises(RuntimeError, match="target must contain only 0 and 1"):
+        compiled(x, bad)

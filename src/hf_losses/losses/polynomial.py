@@ -29,6 +29,7 @@ from ._common import (
     check_values,
     chunk_rows,
     compute_dtype,
+    no_double_backward,
     take_saved_gradient,
 )
 
@@ -234,12 +235,8 @@ class _FusedAsymmetricPolynomialLoss(torch.autograd.Function):
         return loss.view(logits.shape) if elementwise else loss * scale
 
     @staticmethod
+    @no_double_backward
     def backward(ctx, grad_loss):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "asymmetric_polynomial_loss has no double backward (create_graph=True): its gradient is "
-                "computed in closed form during the forward pass"
-            )
         grad = take_saved_gradient(ctx).view(ctx.logits_shape)
         # a plain loss.backward() of a scalar loss brings a gradient of exactly 1: skip that pass on CPU
         if grad_loss.dim() > 0 or grad_loss.is_cuda or torch.compiler.is_compiling() or grad_loss.item() != 1:
