@@ -654,6 +654,8 @@ def test_compiled_kernel_matches_reference(monkeypatch, pidx):
     x[0, :9], t[0, :9], x[1, :9], t[1, :9] = vals, 1.0, vals, 0.0
     for reduction in ("mean", "none"):
         _check(x, t, value_tol=F32_VALUE_TOL, grad_tol=F32_GRAD_TOL, reduction=reduction, **params)
+    for dtype in (torch.bool, torch.int64):
+        torch.testing.assert_close(_lib(x, t.to(dtype)), _lib(x, t), rtol=0, atol=0)
     frames = torch._dynamo.utils.counters["frames"]["ok"]
     for shape in [(77, 91), (5003,)]:
         x, t = _inputs(shape, gen=_gen(23))

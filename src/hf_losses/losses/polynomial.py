@@ -156,9 +156,8 @@ def _eager_chunk(x, positive, s: _Settings, need_grad: bool):
     loss, grad = _negative(p, q, F.logsigmoid(-x) if s.clip == 0 else None, s, need_grad)
     if x.is_cuda:  # no host sync
         pos_loss, pos_grad = _positive(p, q, F.logsigmoid(x), s, need_grad)
-        return torch.where(positive, pos_loss, loss), torch.where(
-            positive, pos_grad, grad
-        ) if need_grad else None
+        loss = torch.where(positive, pos_loss, loss)
+        return loss, torch.where(positive, pos_grad, grad) if need_grad else None
     idx = positive.nonzero().squeeze(1)
     pos_loss, pos_grad = _positive(p[idx], q[idx], F.logsigmoid(x[idx]), s, need_grad)
     loss = loss.index_copy(0, idx, pos_loss)
