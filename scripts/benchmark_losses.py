@@ -10,12 +10,13 @@ against ``F.binary_cross_entropy_with_logits`` and the compiled plain formula), 
 ``h @ W.T`` + CE/EL, torch's chunked ``F.linear_cross_entropy``, hf_losses' fused ``linear_encouraging_loss``)
 and ``vocab`` (a 250k-class row, and peak memory against the vocabulary size, 32k to 256k, in its own chart).
 
-Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads, after one warm-up call whose
-duration is reported as "first call" (for ``torch.compile`` rows it includes the compilation, from a reset compiler and an
-empty on-disk compile cache). Memory (CPU): the rise of the peak resident set (VmHWM, reset through
-/proc/self/clear_refs) over one forward+backward after the warm-up, measured in a child process whose glibc
-mmap threshold is pinned so freed buffers go back to the OS; on CUDA, max_memory_allocated. Both include the
-gradients. Ratios are against the first row of each group (the PyTorch baseline).
+Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threads (``--threads``); the cases
+that share a baseline are timed in turn, up to ``--rounds`` times, and each keeps its fastest round. Before
+that, one warm-up call per case, reported as "first call" (for ``torch.compile`` rows it includes the
+compilation, from a reset compiler and an empty on-disk compile cache). Memory (CPU): the rise of the peak
+resident set (VmHWM, reset through /proc/self/clear_refs) over one forward+backward after the warm-up,
+measured in a child process whose glibc mmap threshold is pinned so freed buffers go back to the OS; on CUDA,
+max_memory_allocated. Both include the gradients. Ratios are against the first row of each group (the PyTorch baseline).
 """
 
 from __future__ import annotations
@@ -236,8 +237,8 @@ def all_cases(quick: bool, groups: tuple[str, ...] = GROUPS) -> tuple[list[Case]
 
 
 def chart_cases(quick: bool) -> list[Case]:
-    """The memory-against-vocabulary cases: 1024 tokens (64 in quick mode) x d 512 -> V."""
-    tokens, dim, sizes = (64, 32, (1000, 2000)) if quick else (1024, 512, VOCAB_SIZES)
+    """The memory-against-vocabulary cases: 512 tokens x d 512 -> V (64 x 32 -> V in quick mode)."""
+    tokens, dim, sizes = (64, 32, (1000, 2000)) if quick else (512, 512, VOCAB_SIZES)
     return [c for vocab in sizes for c in vocab_chart_cases(tokens, dim, vocab)]
 
 
@@ -268,8 +269,6 @@ def fwd_bwd(case: Case, leaves: list[torch.Tensor], args: tuple[torch.Tensor, ..
 
 def first_call(case: Case, leaves, args) -> float:
     """Seconds of the warm-up call (with the compilation for compiled cases)."""
-    if case.compiled:
-        torch._dynamo.reset()
     start = time.perf_counter()
     fwd_bwd(case, leaves, args)
     return time.perf_counter() - start
@@ -302,6 +301,8 @@ def peak_extra_mib(case: Case, leaves, args, device: torch.device) -> float:
 
 
 def _peak_of(case: Case, device: torch.device) -> float:
+    if case.compiled:
+        torch._dynamo.reset()
     leaves, args = make_inputs(case, device)
     first_call(case, leaves, args)
     return peak_extra_mib(case, leaves, args, device)
@@ -328,35 +329,69 @@ def measure_memory(cases: list[Case], device: torch.device, quick: bool) -> list
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def run(cases: list[Case], device: torch.device, min_run_time: float, quick: bool) -> list[dict]:
+def blocks(cases: list[Case]) -> list[list[Case]]:
+    """Consecutive cases that share a baseline (group, shape, dtype)."""
+    out: list[list[Case]] = []
+    for case in cases:
+        if out and (out[-1][0].group, out[-1][0].shape, out[-1][0].dtype) == (
+            case.group,
+            case.shape,
+            case.dtype,
+        ):
+            out[-1].append(case)
+        else:
+            out.append([case])
+    return out
+
+
+def time_block(
+    block: list[Case], device: torch.device, min_run_time: float, rounds: int
+) -> list[tuple[float, float]]:
+    """(first call s, fwd+bwd s) per case; the cases are timed in turn, `rounds` times while a round is short,
+    and the fastest round's median is kept, so a burst of load from elsewhere hits every case alike."""
+    if any(case.compiled for case in block):
+        torch._dynamo.reset()
+    inputs = [make_inputs(case, device) for case in block]
+    firsts = [first_call(case, *inp) for case, inp in zip(block, inputs, strict=True)]
+    best = [math.inf] * len(block)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for i, (case, (leaves, args)) in enumerate(zip(block, inputs, strict=True)):
+            timer = benchmark.Timer(
+                stmt="fwd_bwd(case, leaves, args)",
+                globals={"fwd_bwd": fwd_bwd, "case": case, "leaves": leaves, "args": args},
+                num_threads=torch.get_num_threads(),
+            )
+            best[i] = min(best[i], timer.blocked_autorange(min_run_time=min_run_time).median)
+        if time.perf_counter() - start > 30:  # slow cases: one round is enough and all there is time for
+            break
+    return list(zip(firsts, best, strict=True))
+
+
+def run(cases: list[Case], device: torch.device, min_run_time: float, quick: bool, rounds: int) -> list[dict]:
     rows = []
-    memories = measure_memory(cases, device, quick)
-    for case, memory in zip(cases, memories, strict=True):
-        leaves, args = make_inputs(case, device)
-        first = first_call(case, leaves, args)
-        timer = benchmark.Timer(
-            stmt="fwd_bwd(case, leaves, args)",
-            globals={"fwd_bwd": fwd_bwd, "case": case, "leaves": leaves, "args": args},
-            num_threads=torch.get_num_threads(),
-        )
-        seconds = timer.blocked_autorange(min_run_time=min_run_time).median
-        rows.append(
-            {
-                "group": case.group,
-                "name": case.name,
-                "shape": case.shape,
-                "dtype": str(case.dtype).removeprefix("torch."),
-                "first_s": first,
-                "ms": seconds * 1e3,
-                "mib": memory,
-            }
-        )
-        print(
-            f"{case.group:>18} | {str(case.shape):>18} {rows[-1]['dtype']:>8} | {case.name:<46} "
-            f"first {first:7.2f} s {rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB",
-            flush=True,
-        )
-        del leaves, args
+    memories = iter(measure_memory(cases, device, quick))
+    for block in blocks(cases):
+        for case, (first, seconds) in zip(
+            block, time_block(block, device, min_run_time, rounds), strict=True
+        ):
+            memory = next(memories)
+            rows.append(
+                {
+                    "group": case.group,
+                    "name": case.name,
+                    "shape": case.shape,
+                    "dtype": str(case.dtype).removeprefix("torch."),
+                    "first_s": first,
+                    "ms": seconds * 1e3,
+                    "mib": memory,
+                }
+            )
+            print(
+                f"{case.group:>18} | {str(case.shape):>18} {rows[-1]['dtype']:>8} | {case.name:<46} "
+                f"first {first:7.2f} s {rows[-1]['ms']:9.1f} ms {memory:8.1f} MiB",
+                flush=True,
+            )
     return rows
 
 
@@ -479,6 +514,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="intra-op threads (default: all; 1 is steadier on a busy machine)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timing rounds over each group's cases (fastest kept)"
+    )
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the memory-measuring child process
     args = parser.parse_args(argv)
 
@@ -502,7 +540,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> None:
         print(json.dumps([_peak_of(by_label[label], device) for label in request["labels"]]))
         return
     cases, min_run_time = all_cases(args.quick, args.only)
-    rows = run(cases, device, args.min_run_time or min_run_time, args.quick)
+    rows = run(cases, device, args.min_run_time or min_run_time, args.quick, args.rounds)
     add_ratios(rows)
     chart_rows = []
     if "vocab" in args.only:

@@ -28,6 +28,8 @@ def test_quick_benchmark_writes_table_and_charts(tmp_path):
             "--quick",
             "--threads",
             "1",
+            "--rounds",
+            "1",
             "--min-run-time",
             "0.01",
             "--output-dir",
