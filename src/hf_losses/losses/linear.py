@@ -19,7 +19,7 @@ from .encouraging import EncouragingLossOutput, _check_settings, _forward_chunk,
 # Tokens per chunk: enough logits that the three matrix products stay efficient (each chunk reads and
 # writes all of dL/dW once), few enough that the chunk's logits and their gradient stay small.
 CPU_LOGIT_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per chunk
-CUDA_LOGIT_ELEMENTS = 1 << 27
+CUDA_LOGIT_ELEMENTS = 1 << 26  # 256 MiB
 MIN_CHUNK_TOKENS = 128
 KERNEL_SCRATCH_BUFFERS = 3  # the EL kernel's float32 work buffers (one without smoothing, three with)
 
