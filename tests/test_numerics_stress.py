@@ -139,6 +139,32 @@ def test_encouraging_float32_matches_float64_on_adversarial_rows(vocab, seed, lo
         assert (err <= bound).all(), f"rho={rho}: worst row {int((err - bound).amax(1).argmax())}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_encouraging_worker_threads_match_one_thread(dtype):
+    """On CPU with several torch threads, chunks of rows run on worker threads: same loss and gradient as
+    with one thread (which runs the chunks in order), and a later torch.set_num_threads is honoured."""
+    z = (torch.randn(96, 40_000, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
+    target = torch.randint(0, 40_000, (96,), generator=torch.Generator().manual_seed(4))
+    target[::7] = -100
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            x = z.clone().requires_grad_()
+            loss = encouraging_loss(x, target, log_end=0.75, label_smoothing=0.1, reduction="none")
+            (loss * torch.linspace(0.5, 1.5, 96)).sum().backward()
+            results.append((loss.detach(), x.grad))
+            assert torch.get_num_threads() == count
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            grad.float(), results[0][1].float(), rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-7
+        )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("detach", [True, False])
 @pytest.mark.parametrize("clip", [0.0, 0.05])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -55,10 +58,53 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def chunk_rows(num_rows: int, row_size: int, device: torch.device) -> int:
-    """How many rows of width `row_size` one chunk processes."""
-    budget = CUDA_CHUNK_ELEMENTS if device.type == "cuda" else CPU_CHUNK_ELEMENTS
+def chunk_rows(num_rows: int, row_size: int, device: torch.device, cpu_elements: int | None = None) -> int:
+    """How many rows of width `row_size` one chunk processes (`cpu_elements` overrides the CPU budget)."""
+    cpu_budget = CPU_CHUNK_ELEMENTS if cpu_elements is None else cpu_elements
+    budget = CUDA_CHUNK_ELEMENTS if device.type == "cuda" else cpu_budget
     return max(1, min(num_rows, budget // max(row_size, 1)))
+
+
+# Threads that process chunks of rows side by side, each running its torch ops with few intra-op threads:
+# on CPU a chunk's many mid-sized ops then need no thread synchronisation each, which costs a scheduler time
+# slice per op when other processes compete for the cores. (pid, torch threads) -> pool; rebuilt after a fork
+# or a change of torch.set_num_threads.
+MAX_ROW_WORKERS = 4
+_row_workers: tuple[tuple[int, int], ThreadPoolExecutor, int] | None = None
+_row_workers_lock = threading.Lock()
+
+
+def row_workers() -> tuple[ThreadPoolExecutor, int] | None:
+    """A pool of worker threads and its size (at most MAX_ROW_WORKERS, splitting torch's intra-op threads
+    between them), or None when torch runs single-threaded."""
+    global _row_workers
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return None
+    key = (os.getpid(), threads)
+    with _row_workers_lock:
+        if _row_workers is None or _row_workers[0] != key:
+            if _row_workers is not None and _row_workers[0][0] == key[0]:
+                _row_workers[1].shutdown(wait=False)
+            size = min(threads, MAX_ROW_WORKERS)
+            _row_workers = (key, _start_workers(size, max(1, threads // size)), size)
+        return _row_workers[1], _row_workers[2]
+
+
+def _start_workers(size: int, intra_op_threads: int) -> ThreadPoolExecutor:
+    ready = threading.Barrier(size + 1)
+
+    def configure() -> None:
+        torch.set_num_threads(intra_op_threads)
+        ready.wait()
+
+    pool = ThreadPoolExecutor(size, thread_name_prefix="hf_losses_rows")
+    for _ in range(size):
+        pool.submit(configure)
+    ready.wait()
+    # set_num_threads also sets the default of threads that start later: give it back to the caller's count
+    torch.set_num_threads(torch.get_num_threads())
+    return pool
 
 
 def reduce(loss: torch.Tensor, reduction: str, count: torch.Tensor | int | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ with a small probability from bounded factors, so float32 matches float64 to ~1e
 from __future__ import annotations
 
 import math
+import queue
 from typing import NamedTuple
 
 import torch
@@ -30,8 +31,15 @@ from ._common import (
     compute_dtype,
     no_double_backward,
     reduce,
+    row_workers,
     take_saved_gradient,
 )
+
+LOG2_E = math.log2(math.e)
+# Elements per float32 scratch buffer on CPU: the three buffers of a chunk (12 MiB) stay in a server's L3
+# cache, and each vector op is large enough that the per-op costs (Python, row-sized ops, thread
+# synchronisation, which is expensive when another process competes for the cores) stay small.
+CPU_CHUNK_ELEMENTS = 1 << 20
 
 
 class EncouragingLossOutput(NamedTuple):
@@ -127,7 +135,12 @@ def _forward_chunk(
     x.scatter_(1, col, -math.inf)
     hold_top = s.eps > 0 and s.log_end > 0.5
     if hold_top:
-        z_top, top_col = x.max(1, keepdim=True)
+        z_top = x.amax(1, keepdim=True)
+        # the column of the largest non-target logit (the last one if several tie), without the slow max-index
+        is_top = torch.ge(x, z_top, out=scratch[1][:n])  # 1.0 at the top logit(s), 0.0 elsewhere
+        top_col = (
+            is_top.mul_(torch.arange(vocab, dtype=x.dtype, device=x.device)).amax(1, keepdim=True).long()
+        )
         z_top = z_top.squeeze(1)
         x.scatter_(1, top_col, -math.inf)
         shift = x.amax(1)
@@ -137,12 +150,14 @@ def _forward_chunk(
         shift = x.amax(1)
         held_cols = col
     x.sub_(shift.unsqueeze(1))
+    # exp(a) as exp2(a log2(e)): on CPU exp2 is several times faster than exp, and the product adds only a
+    # relative error of ~1e-7 |a| to the exponent (after the subtraction, so large logits lose nothing)
     if s.eps > 0:
         x.scatter_(1, held_cols, 0.0)
         sum_shifted = x.sum(1)  # sum of z_j - shift over the buffer
-        x.exp_().scatter_(1, held_cols, 0.0)
+        x.mul_(LOG2_E).exp2_().scatter_(1, held_cols, 0.0)
     else:
-        x.exp_()  # 0 at the target
+        x.mul_(LOG2_E).exp2_()  # 0 at the target
     log_sum = x.sum(1).log()  # log sum of the buffer's e_j (-inf when it is empty)
     a_y = z_y - shift
     if hold_top:
@@ -169,16 +184,18 @@ def _forward_chunk(
     loss = nll + s.rho * target.bonus
 
     if s.eps > 0:
-        w, v = scratch[1][:n], scratch[2][:n]
+        # sum_j b(p_j) over the buffer. Its t_j = min(p_j, LE) are <= 1/2 (with a held top, every buffer class
+        # has p <= 1/2 < LE) and sum to <= 1, so prod_j (1 - t_j) lies in [1/4, 1]: one log of the product
+        # replaces a log per class, and the product can neither under- nor overflow.
+        w = scratch[1][:n]
         torch.mul(x, -(-lse).exp().unsqueeze(1), out=w)  # w = -p_j over the buffer
         if top is not None:
-            # Every buffer class has p <= 1/2 < LE: its bonus is log(1 - p), no tangent part.
-            bonus_rest = torch.log1p(w, out=v).sum(1) + top.held.bonus
+            bonus_rest = w.add_(1.0).prod(1).log() + top.held.bonus
             sum_shifted = sum_shifted + a_top
         else:
-            w.clamp_(min=-s.log_end)  # w = -t_j, t_j = min(p_j, LE)
+            w.clamp_(min=-s.log_end)  # w = -t_j
             excess = target.log_q.exp() + w.sum(1)  # sum_j (p_j - t_j) over the non-target classes
-            bonus_rest = torch.log1p(w, out=v).sum(1) - excess / (1.0 - s.log_end)
+            bonus_rest = w.add_(1.0).prod(1).log() - excess / (1.0 - s.log_end)
         mean_nll = lse - (sum_shifted + a_y) / vocab  # (1/V) sum_j -log p_j
         smooth = mean_nll + s.rho * (bonus_rest + target.bonus) / vocab
         loss = (1.0 - s.eps) * loss + s.eps * smooth
@@ -192,11 +209,10 @@ def _forward_chunk(
 def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top: _Top | None):
     """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale).
 
-    (docs/losses.md derives it.) For bf16/fp16 logits the chunk is assembled in a float32 scratch buffer
-    and converted once at the end.
+    (docs/losses.md derives it.) With smoothing, scratch[1] holds 1 - t_j over the buffer. The last pass
+    writes into `grad` in its own dtype (bf16/fp16 logits: arithmetic in float32, one conversion).
     """
     n, vocab = x.shape
-    out = grad if grad.dtype == x.dtype else (scratch[1][:n] if s.eps > 0 else x)
     eps, rho, k = s.eps, s.rho, s.eps / vocab
     scale = log_scale.exp()
     ry_scale = target.log_ratio_scale.exp()  # r_y p_j / e_j
@@ -204,7 +220,7 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top
     grad_y = -(1.0 - eps) * (target.log_q.exp() + rho * target.ratio_q)  # (1 - eps) g_y (p_y - 1)
     if eps > 0:
         w, v = scratch[1][:n], scratch[2][:n]
-        torch.div(x, w.add_(1.0), out=v)  # w held -t_j: v = e_j / (1 - t_j), 0 at held classes
+        torch.div(x, w, out=v)  # v = e_j / (1 - t_j), 0 at held classes
         # R = sum_j r_j = rest + r_y (+ r_top): every product of R with a probability is bounded
         rest = v.sum(1) * scale
         p_y = target.log_p.exp()
@@ -214,13 +230,12 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top
             coef = coef + k * rho * top.held.log_ratio_scale.exp()
             grad_y = grad_y + k * rho * top.ratio_p_y
         # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every buffer class j.
-        torch.addcmul(
-            _masked(torch.full_like(scale, -k), valid).unsqueeze(1),
-            x,
-            _masked(coef, valid).unsqueeze(1),
-            out=out,
-        )
-        out.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
+        acc = grad if grad.dtype == x.dtype else w
+        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=acc)
+        acc.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
+        acc.sub_(_masked(torch.full_like(scale, k), valid).unsqueeze(1))
+        if acc is not grad:
+            grad.copy_(acc)  # (a mixed-dtype op with out=grad would take a slow, unvectorised path)
         if top is not None:
             # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
             p_top = top.held.log_p.exp()
@@ -230,12 +245,29 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top
                 + k * rho * (rest * p_top + top.ratio_y_p_top - top.held.ratio_q)
                 - k
             )
-            out.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1))
+            grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
     else:
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=out)
-    out.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1))
-    if out is not grad:
-        grad.copy_(out)
+        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
+    grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
+
+
+def _run_on_workers(workers, starts, run_chunk, new_scratch) -> None:
+    """run_chunk(start, scratch) for every start on the worker threads, each with its own scratch buffers."""
+    pool, size = workers
+    free = queue.SimpleQueue()
+    for _ in range(min(size, len(starts))):
+        free.put(new_scratch())
+
+    def task(start: int) -> None:
+        scratch = free.get()
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                run_chunk(start, scratch)
+        finally:
+            free.put(scratch)
+
+    for future in [pool.submit(task, start) for start in starts]:
+        future.result()
 
 
 class _FusedEncouragingLoss(torch.autograd.Function):
@@ -244,20 +276,34 @@ class _FusedEncouragingLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, valid, settings, need_grad):
         n, vocab = logits.shape
-        dtype = compute_dtype(logits.dtype)
-        rows = chunk_rows(n, vocab, logits.device)
-        num_scratch = 3 if settings.eps > 0 else 1
-        scratch = [torch.empty(rows, vocab, dtype=dtype, device=logits.device) for _ in range(num_scratch)]
+        device, dtype = logits.device, compute_dtype(logits.dtype)
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
         safe_target = torch.where(valid, target, 0)
-        outputs = [torch.empty(n, dtype=dtype, device=logits.device) for _ in range(3)]
-        for start in range(0, n, rows):
+        outputs = [torch.empty(n, dtype=dtype, device=device) for _ in range(3)]
+        num_scratch = 3 if settings.eps > 0 else 1
+        workers = None
+        if device.type == "cpu" and not torch.compiler.is_compiling():
+            workers = row_workers()
+        rows = chunk_rows(n, vocab, device, CPU_CHUNK_ELEMENTS // (workers[1] if workers else 1))
+        starts = range(0, n, rows)
+
+        def run_chunk(start: int, scratch: list[torch.Tensor]) -> None:
             sl = slice(start, start + rows)
             chunk = _forward_chunk(
                 logits[sl], safe_target[sl], valid[sl], settings, scratch, None if grad is None else grad[sl]
             )
             for out, value in zip(outputs, chunk, strict=True):
                 out[sl] = value
+
+        def new_scratch() -> list[torch.Tensor]:
+            return [torch.empty(rows, vocab, dtype=dtype, device=device) for _ in range(num_scratch)]
+
+        if workers is None or len(starts) < 2:
+            scratch = new_scratch()
+            for start in starts:
+                run_chunk(start, scratch)
+        else:
+            _run_on_workers(workers, starts, run_chunk, new_scratch)
         ctx.saved_gradient = grad
         ctx.mark_non_differentiable(outputs[1], outputs[2])
         return tuple(outputs)
