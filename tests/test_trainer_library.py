@@ -167,6 +167,12 @@ def test_compute_loss_func_is_refused_not_ignored(tmp_path, make):
         make(tmp_path, trainer_kwargs={"compute_loss_func": lambda outputs, labels, num_items_in_batch: 0})
 
 
+@pytest.mark.parametrize("make", [seq2seq_trainer, multilabel_trainer])
+def test_label_names_that_are_class_names_are_refused(tmp_path, make):
+    with pytest.raises(ValueError, match="label_names=.*class_names"):
+        make(tmp_path, label_names=["admiration", "amusement"])
+
+
 def test_config_copies_keep_the_token_but_pickles_drop_it(tmp_path):
     args = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), hub_token=SECRET)
     assert copy.deepcopy(args).hub_token == SECRET

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,6 +39,7 @@ class LossConfigMixin:
 
     PRESETS: ClassVar[dict[str, LossPreset]] = {}
     KNOBS: ClassVar[tuple[str, ...]] = ()
+    FIELD_OF_LOSS_ARGUMENT: ClassVar[dict[str, str]] = {}  # loss argument -> config field, where they differ
     loss: str
 
     def check_loss(self) -> None:
@@ -47,7 +49,13 @@ class LossConfigMixin:
         try:
             self.build_loss()
         except ValueError as err:
-            raise ValueError(f"--loss {self.loss}: {err}") from None
+            raise ValueError(f"--loss {self.loss}: {self._as_flags(str(err))}") from None
+
+    def _as_flags(self, message: str) -> str:
+        """A loss error in the config's terms: ``label_smoothing must ...`` -> ``--label_smoothing_factor must ...``."""
+        arguments = {*self.KNOBS, *self.FIELD_OF_LOSS_ARGUMENT}
+        pattern = r"(?<![-\w])(" + "|".join(map(re.escape, sorted(arguments, key=len, reverse=True))) + r")(?!\w)"
+        return re.sub(pattern, lambda m: "--" + self.FIELD_OF_LOSS_ARGUMENT.get(m[1], m[1]), message)
 
     @property
     def preset(self) -> LossPreset:

@@ -83,6 +83,12 @@ class LossTrainerMixin:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, self.config_class):
             raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
+        if self.args.label_names not in (None, ["labels"]):
+            raise ValueError(
+                f"label_names={self.args.label_names} is TrainingArguments' list of input keys that hold the "
+                "labels, and this trainer reads them from 'labels' only: leave label_names unset "
+                "(class names go into the model config's id2label, or --class_names in the scripts)"
+            )
         self.loss_fn = self.args.build_loss(reduction="sum")
         self.dataset_info = dataset_info or DatasetInfo.from_dataset(self.train_dataset)
         self.split_metrics: dict[str, dict[str, Any]] = {}  # metric prefix -> metrics of the last evaluation

@@ -32,6 +32,7 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
         ),
     }
     KNOBS = ("log_end", "bonus_weight")
+    FIELD_OF_LOSS_ARGUMENT = {"label_smoothing": "label_smoothing_factor"}
 
     loss: str = field(
         default="cel",
