@@ -29,12 +29,15 @@ Outputs in ``--output_dir``: model, tokenizer, ``config.json`` (``id2label``, ``
 card, ``{train,eval,test}_results.json`` and ``all_results.json``, ``predictions.jsonl`` (one JSON object
 per test example: text, predicted and gold label names). With ``--tune_threshold`` the global threshold that
 maximises validation micro-F1 is chosen after training, reported as ``eval_threshold`` and stored in
-``config.json``; validation metrics are then measured at that threshold (optimistic: prefer the test split).
+``config.json``; validation metrics are then measured at that threshold (optimistic: prefer the test split,
+or tune on training examples held out with ``--threshold_holdout 0.1``). ``{eval,test}_scores.npz`` hold the
+sigmoid scores, gold labels and threshold of each evaluated split.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +154,25 @@ class DataArguments(DataSourceArguments):
         metadata={"help": "Label names in id order (optional; TrainingArguments owns --label_names)."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
+    threshold_holdout: float | None = field(
+        default=None,
+        metadata={
+            "help": "With --tune_threshold: hold out this share (< 1) or number (>= 1) of training examples (the "
+            "same ones for every seed) and tune the threshold on them after training, not on validation."
+        },
+    )
+
+    def split_holdout(self, splits) -> None:
+        """Move --threshold_holdout training examples (seed 0) into a ``threshold_holdout`` split, in place."""
+        size, train = self.threshold_holdout, splits["train"]
+        whole = size is not None and size >= 1 and float(size).is_integer()
+        if size is None or not (0 < size < 1 or (whole and size < len(train))):
+            raise UsageError(
+                f"--threshold_holdout must be a share in (0, 1) or a whole number below the {len(train)} "
+                f"training examples; got {size}"
+            )
+        parts = train.train_test_split(test_size=int(size) if whole else size, seed=0)
+        splits["train"], splits["threshold_holdout"] = parts["train"], parts["test"]
 
 
 def load_tokenizer_and_model(
@@ -215,6 +237,22 @@ def prediction_rows(output, texts, label_names: list[str], threshold: float) -> 
     ]
 
 
+def write_scores(path: Path, output, threshold: float, training_args) -> None:
+    """``probabilities`` [N, L] (float32), gold ``labels`` (uint8) and the ``threshold`` used, for later analysis."""
+    if not training_args.should_save:
+        return
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            probabilities=sigmoid(logits).astype(np.float32),
+            labels=np.asarray(output.label_ids).astype(np.uint8),
+            threshold=np.float64(threshold),
+        )
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = with_defaults(argv, SCRATCH_DEFAULTS, triggers=("--model_name_or_path",))
@@ -241,13 +279,16 @@ def main(argv: list[str] | None = None) -> None:
         args.do_train, args.do_eval, args.do_predict = (
             s in prepared for s in ("train", "validation", "test")
         )
-    if args.tune_threshold and not args.do_eval:
-        raise UsageError("--tune_threshold needs --do_eval and a validation split")
-    splits = select_samples(
-        prepared,
-        args,
-        **data_args.sample_limits(),
-    )
+    holdout = data_args.threshold_holdout is not None
+    if holdout and not (args.tune_threshold and args.do_train):
+        raise UsageError("--threshold_holdout needs --tune_threshold and --do_train")
+    if args.tune_threshold and not (args.do_eval or holdout):
+        raise UsageError("--tune_threshold needs --do_eval and a validation split, or --threshold_holdout")
+    if holdout and "train" in prepared:
+        data_args.split_holdout(prepared)
+    splits = select_samples(prepared, args, **data_args.sample_limits())
+    if holdout:
+        splits["threshold_holdout"] = prepared["threshold_holdout"]
     resume = resume_checkpoint(args, run_args)
 
     set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
@@ -280,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         dataset_info=dataset_info,
+        threshold_dataset=tokenized.get("threshold_holdout"),
+        threshold_split="train (held out from training)",
     )
 
     if args.do_train:
@@ -291,12 +334,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.tune_threshold and not args.do_train:  # after training, the trainer tunes it itself
             trainer.tune_threshold()
         if args.tune_threshold:
-            logger.info("Tuned threshold %.2f on the validation split", args.threshold)
-        metrics = trainer.evaluate()
-        metrics["eval_threshold"] = args.threshold
+            logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
+        output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
+        trainer.log(output.metrics)
+        write_scores(Path(args.output_dir) / "eval_scores.npz", output, args.threshold, args)
+        metrics = {**output.metrics, "eval_threshold": args.threshold}
         save_split_metrics(trainer, "eval", metrics, len(tokenized["validation"]))
     if args.do_predict:
         output = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        write_scores(Path(args.output_dir) / "test_scores.npz", output, args.threshold, args)
         rows = prediction_rows(output, splits["test"]["text"], label_names, args.threshold)
         write_lines(Path(args.output_dir) / "predictions.jsonl", rows, args)
         save_split_metrics(trainer, "test", dict(output.metrics), len(tokenized["test"]))

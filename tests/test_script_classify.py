@@ -276,3 +276,59 @@ def test_push_to_hub_uploads_output_dir_with_card(tmp_path, data_dir, monkeypatc
     assert "asymmetric polynomial loss" in final["card"] and "model-index" in final["card"]
     assert "generated_from_trainer" not in final["card"]  # our card, not the generic Trainer draft
     assert token not in final["card"]
+
+
+def test_threshold_tuned_on_held_out_training_examples(tmp_path, data_dir):
+    import numpy as np
+
+    out = tmp_path / "out"
+    flags = [*data_args(data_dir), "--max_steps", "3", "--tune_threshold", "--threshold_holdout", "16"]
+    result = run_script([*flags, "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_samples"] == 64 - 16
+    for prefix, rows in (("eval", 24), ("test", 20)):
+        with np.load(out / f"{prefix}_scores.npz") as scores:
+            assert scores["probabilities"].shape == (rows, NUM_LABELS)
+            assert scores["probabilities"].dtype == np.float32 and scores["labels"].dtype == np.uint8
+            assert float(scores["threshold"]) == results["eval_threshold"]
+            assert ((scores["probabilities"] > 0) & (scores["probabilities"] < 1)).all()
+    gold = [json.loads(line)["topics"] for line in (data_dir / "validation.jsonl").read_text().splitlines()]
+    names = json.loads((out / "config.json").read_text())["id2label"]
+    with np.load(out / "eval_scores.npz") as scores:
+        assert [[names[str(j)] for j in np.flatnonzero(row)] for row in scores["labels"]] == [
+            sorted(g, key=list(names.values()).index) for g in gold
+        ]
+    card = (out / "README.md").read_text()
+    assert "tuned for micro-F1 on the `train (held out from training)` split" in card
+
+
+def test_threshold_holdout_splits_the_same_examples_every_time(load_script):
+    import datasets
+
+    script = load_script()
+    args = script.DataArguments(threshold_holdout=0.25)
+    train = datasets.Dataset.from_dict({"text": [str(i) for i in range(40)]})
+    first, second = {"train": train}, {"train": train}
+    args.split_holdout(first)
+    args.split_holdout(second)
+    assert len(first["threshold_holdout"]) == 10 and len(first["train"]) == 30
+    assert first["threshold_holdout"]["text"] == second["threshold_holdout"]["text"]
+    assert not set(first["threshold_holdout"]["text"]) & set(first["train"]["text"])
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--tune_threshold", "--threshold_holdout", "1.5"], "--threshold_holdout must be"),
+        (["--tune_threshold", "--threshold_holdout", "64"], "below the 64"),
+        (["--threshold_holdout", "0.1"], "--threshold_holdout needs --tune_threshold"),
+    ],
+)
+def test_bad_threshold_holdout_is_one_line(tmp_path, data_dir, flags, fragment):
+    out = tmp_path / "out"
+    result = run_script([*data_args(data_dir), *flags, "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert fragment in lines[-1] and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()

@@ -263,7 +263,7 @@ class LossTrainerMixin:
         """Training: summed loss / global item count * processes. Evaluation: mean over this batch."""
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        outputs = model(**self.model_inputs(model, inputs, labels))
+        outputs = self.run_model(model, inputs, labels)
         if model.training and num_items_in_batch is not None:
             loss_sum, num_items, stats = self.loss_terms(outputs, labels)
             divisor = torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
@@ -278,6 +278,10 @@ class LossTrainerMixin:
             loss = loss_sum / num_items.clamp(min=1)
             self._record("eval", num_items, loss_sum, stats)
         return (loss, outputs) if return_outputs else loss
+
+    def run_model(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor):
+        """The model's outputs that ``loss_terms`` turns into the loss (`inputs` without the labels)."""
+        return model(**self.model_inputs(model, inputs, labels))
 
     def _real_examples(self, outputs, labels: torch.Tensor):
         """The outputs and labels of the rows of an evaluation batch that are real examples (collective).

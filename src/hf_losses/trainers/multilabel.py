@@ -114,7 +114,7 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
     The loss is the mean over all label entries of the whole accumulated, all-process batch (the
     ``BCEWithLogitsLoss`` convention, so BCE learning rates carry over). ``compute_metrics`` defaults to
     :class:`MultiLabelMetrics` at ``args.threshold``; with ``args.tune_threshold`` the threshold is tuned on
-    the eval set at the end of ``train()`` (or call :meth:`tune_threshold` with another split).
+    the eval set (or on ``threshold_dataset``) at the end of ``train()``, or call :meth:`tune_threshold`.
 
     Example::
 
@@ -135,10 +135,13 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
     _template_file = "classification"
     _nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, threshold_dataset=None, threshold_split: str = "held-out data", **kwargs):
+        """``threshold_dataset``: where ``tune_threshold=True`` tunes (default: the eval set), named in the card
+        as ``threshold_split``; pass data held out from training to keep the evaluation honest."""
         super().__init__(*args, **kwargs)
         if self.compute_metrics is None:
             self.compute_metrics = MultiLabelMetrics(threshold=self.args.threshold)
+        self.threshold_dataset, self.threshold_dataset_split = threshold_dataset, threshold_split
         self.threshold_split: str | None = None  # where the threshold was tuned, if it was
 
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
@@ -150,9 +153,14 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
 
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
-        if self.args.tune_threshold:
+        if self.args.tune_threshold and self.threshold_dataset is not None:
+            self.tune_threshold(self.threshold_dataset, split=self.threshold_dataset_split)
+        elif self.args.tune_threshold:
             if self.eval_dataset is None or isinstance(self.eval_dataset, dict):
-                raise ValueError("tune_threshold=True needs one eval_dataset (or call trainer.tune_threshold(data))")
+                raise ValueError(
+                    "tune_threshold=True needs one eval_dataset or a threshold_dataset "
+                    "(or call trainer.tune_threshold(data))"
+                )
             self.tune_threshold()
         return output
 

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from ..losses import EncouragingLoss
+from ..losses import EncouragingLoss, LinearEncouragingLoss
 from ..metrics.calibration import TokenCalibration, token_calibration_counts
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
+from .lm_head import LMHeadInputs, lm_head_parameters, run_without_lm_head
 
 
 @dataclass
@@ -44,6 +45,14 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
     bonus_weight: float | None = field(
         default=None, metadata={"help": "rho >= 0: weight of the bonus (default 1; el and cel only)."}
     )
+    fused_lm_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Train without forming the [tokens, vocabulary] logits: the loss applies the output "
+            "projection itself, in chunks (same updates; far less memory for large vocabularies). "
+            "Evaluation and generation are unchanged."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,6 +66,10 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
 
     def build_loss(self, reduction: str = "sum") -> EncouragingLoss:
         return EncouragingLoss(**self.loss_kwargs(), reduction=reduction)
+
+    def build_linear_loss(self, reduction: str = "sum") -> LinearEncouragingLoss:
+        """The same loss applied to hidden states and the output projection (``--fused_lm_head``)."""
+        return LinearEncouragingLoss(**self.loss_kwargs(), reduction=reduction)
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -93,8 +106,32 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
     _template_file = "translation"
     _nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.fused_lm_head:
+            self._check_fused_lm_head()
+            self.linear_loss_fn = self.args.build_linear_loss("sum")
+
+    def _check_fused_lm_head(self) -> None:
+        """One-line errors for setups where the loss cannot apply the model's output projection itself."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if self.is_fsdp_enabled or is_deepspeed_zero3_enabled():
+            raise ValueError(
+                "--fused_lm_head needs the whole output projection on every process: it does not work with "
+                "FSDP or DeepSpeed ZeRO-3 (use DDP or ZeRO-1/2, or drop --fused_lm_head)"
+            )
+        lm_head_parameters(self.model)  # raises, naming the flag and the supported model types
+
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
         return labels.ne(-100).sum()
+
+    def run_model(self, model, inputs, labels):
+        """With ``fused_lm_head`` in training: the decoder's hidden states and the head, not the logits."""
+        inputs = self.model_inputs(model, inputs, labels)
+        if self.args.fused_lm_head and model.training:
+            return run_without_lm_head(model, **inputs)
+        return model(**inputs)
 
     def model_inputs(self, model, inputs, labels):
         """Decoder inputs from the labels when the collator did not add them (shifted with the model's config)."""
@@ -114,8 +151,12 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
         return inputs
 
     def loss_terms(self, outputs, labels):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        out = self.loss_fn(logits, labels, return_stats=True)
+        if isinstance(outputs, LMHeadInputs):
+            hidden, weight, bias = outputs
+            out = self.linear_loss_fn(hidden, weight, labels, bias=bias, return_stats=True)
+        else:
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            out = self.loss_fn(logits, labels, return_stats=True)
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
 
     def record_evaluation(self, outputs, labels):
