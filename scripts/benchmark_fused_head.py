@@ -96,12 +96,23 @@ def measure(fused: bool, shape: dict, steps: int) -> dict:
     times = [step()]
     peak = (_status_kib("VmHWM") - base) / 1024
     times += [step() for _ in range(steps - 1)]
-    return {"fused_lm_head": fused, "first_step_s": first, "step_s": statistics.median(times), "peak_extra_mib": peak}
+    return {
+        "fused_lm_head": fused,
+        "first_step_s": first,
+        "step_s": statistics.median(times),
+        "peak_extra_mib": peak,
+    }
 
 
 def run_variant(fused: bool, quick: bool, steps: int) -> dict:
     env = {**os.environ, MMAP_ENV: str(1 << 16)}
-    request = ["--variant", "fused" if fused else "unfused", "--steps", str(steps), *(["--quick"] if quick else [])]
+    request = [
+        "--variant",
+        "fused" if fused else "unfused",
+        "--steps",
+        str(steps),
+        *(["--quick"] if quick else []),
+    ]
     request += ["--threads", str(torch.get_num_threads())]
     child = subprocess.run(
         [sys.executable, __file__, *request], env=env, check=True, capture_output=True, text=True
@@ -143,7 +154,9 @@ def main() -> None:
     rows = [run_variant(fused, args.quick, args.steps) for fused in (False, True)]
     command = "python scripts/benchmark_fused_head.py " + " ".join(sys.argv[1:])
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "fused_head.json").write_text(json.dumps({"shape": shape, "rows": rows}, indent=2) + "\n")
+    (args.output_dir / "fused_head.json").write_text(
+        json.dumps({"shape": shape, "rows": rows}, indent=2) + "\n"
+    )
     (args.output_dir / "fused_head.md").write_text(table(rows, shape, command.strip()))
     print(table(rows, shape, command.strip()))
 

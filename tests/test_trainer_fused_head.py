@@ -24,7 +24,11 @@ def tiny_dataset(rows: int = 12) -> Dataset:
     attention_mask[1::2, 6:] = 0
     input_ids = torch.randint(3, VOCAB, (rows, 8), generator=g) * attention_mask
     return Dataset.from_dict(
-        {"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist(), "labels": labels.tolist()}
+        {
+            "input_ids": input_ids.tolist(),
+            "attention_mask": attention_mask.tolist(),
+            "labels": labels.tolist(),
+        }
     )
 
 
@@ -65,6 +69,12 @@ def trained(tmp_path, model_type: str, fused: bool, **overrides):
     return trainer
 
 
+def assert_same_weights(model, expected_model) -> None:
+    expected = dict(expected_model.named_parameters())
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5, msg=f"{name} differs")
+
+
 @pytest.mark.parametrize("model_type", SUPPORTED_MODEL_TYPES)
 def test_three_steps_give_the_weights_of_the_unfused_path(tmp_path, model_type):
     plain = trained(tmp_path, model_type, fused=False)
@@ -73,17 +83,20 @@ def test_three_steps_give_the_weights_of_the_unfused_path(tmp_path, model_type):
     initial = dict(tiny_model(model_type).named_parameters())
     moved = max((weights[n] - p).abs().max().item() for n, p in initial.items())
     assert moved > 1e-2  # the steps are large enough to show a wrong gradient
-    for name, value in fused.model.named_parameters():
-        torch.testing.assert_close(value, weights[name], rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
-    logged = [(a.get("loss"), b.get("loss")) for a, b in zip(plain.state.log_history, fused.state.log_history)]
+    assert_same_weights(fused.model, plain.model)
+    history = zip(plain.state.log_history, fused.state.log_history, strict=True)
+    logged = [(a.get("loss"), b.get("loss")) for a, b in history]
     assert logged and all(a == pytest.approx(b, rel=1e-5) for a, b in logged if a is not None)
 
 
 def test_gradient_accumulation_and_evaluation_are_unchanged(tmp_path):
-    plain = trained(tmp_path, "marian", fused=False, gradient_accumulation_steps=2, per_device_train_batch_size=2)
-    fused = trained(tmp_path, "marian", fused=True, gradient_accumulation_steps=2, per_device_train_batch_size=2)
-    for (name, a), b in zip(plain.model.named_parameters(), fused.model.parameters()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    plain = trained(
+        tmp_path, "marian", fused=False, gradient_accumulation_steps=2, per_device_train_batch_size=2
+    )
+    fused = trained(
+        tmp_path, "marian", fused=True, gradient_accumulation_steps=2, per_device_train_batch_size=2
+    )
+    assert_same_weights(fused.model, plain.model)
     plain_eval, fused_eval = plain.evaluate(), fused.evaluate()
     for key in ("eval_loss", "eval_nll_loss", "eval_bonus", "eval_ece"):
         assert fused_eval[key] == pytest.approx(plain_eval[key], rel=1e-5), key
@@ -95,7 +108,9 @@ def test_gradient_accumulation_and_evaluation_are_unchanged(tmp_path):
 def test_unknown_architecture_is_a_one_line_error_naming_the_flag(tmp_path):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
     with pytest.raises(ValueError, match="--fused_lm_head supports .* got GPT2LMHeadModel") as error:
-        EncouragingSeq2SeqTrainer(model=model, args=config(tmp_path, fused=True), train_dataset=tiny_dataset())
+        EncouragingSeq2SeqTrainer(
+            model=model, args=config(tmp_path, fused=True), train_dataset=tiny_dataset()
+        )
     assert "\n" not in str(error.value)
 
 

@@ -54,7 +54,9 @@ class LossConfigMixin:
     def _as_flags(self, message: str) -> str:
         """A loss error in the config's terms: ``label_smoothing must ...`` -> ``--label_smoothing_factor must ...``."""
         arguments = {*self.KNOBS, *self.FIELD_OF_LOSS_ARGUMENT}
-        pattern = r"(?<![-\w])(" + "|".join(map(re.escape, sorted(arguments, key=len, reverse=True))) + r")(?!\w)"
+        pattern = (
+            r"(?<![-\w])(" + "|".join(map(re.escape, sorted(arguments, key=len, reverse=True))) + r")(?!\w)"
+        )
         return re.sub(pattern, lambda m: "--" + self.FIELD_OF_LOSS_ARGUMENT.get(m[1], m[1]), message)
 
     @property

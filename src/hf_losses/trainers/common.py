@@ -52,7 +52,9 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     for _, path in steps:
         if is_complete_checkpoint(path):
             return str(path)
-        logger.warning("Skipping incomplete checkpoint %s (no readable trainer_state.json: a killed save?)", path)
+        logger.warning(
+            "Skipping incomplete checkpoint %s (no readable trainer_state.json: a killed save?)", path
+        )
     return None
 
 
@@ -114,7 +116,9 @@ class LossTrainerMixin:
         """(split, metrics) for the card: the test split if evaluated, else validation, else any other."""
         if not self.split_metrics:
             return None, {}
-        prefix = next((p for p in ("test", "eval") if p in self.split_metrics), next(iter(self.split_metrics)))
+        prefix = next(
+            (p for p in ("test", "eval") if p in self.split_metrics), next(iter(self.split_metrics))
+        )
         split = {"test": "test", "eval": "validation"}.get(prefix, prefix.removeprefix("eval_"))
         metrics = {k.removeprefix(f"{prefix}_"): v for k, v in self.split_metrics[prefix].items()}
         return split, metrics
@@ -143,7 +147,9 @@ class LossTrainerMixin:
         return render_model_card(
             self._template_file,
             model_name=name or Path(self.args.output_dir).name,
-            base_model=overrides.get("finetuned_from") or getattr(model.config, "_name_or_path", None) or None,
+            base_model=overrides.get("finetuned_from")
+            or getattr(model.config, "_name_or_path", None)
+            or None,
             dataset=dataset,
             loss=self.args.loss_settings(),
             loss_label=self.args.preset.label,
@@ -271,7 +277,9 @@ class LossTrainerMixin:
             self._record("train", num_items, loss_sum, stats)
         else:
             # In evaluation count only real examples, as the stock metrics do (predictions keep every row).
-            kept_outputs, kept_labels = (outputs, labels) if model.training else self._real_examples(outputs, labels)
+            kept_outputs, kept_labels = (
+                (outputs, labels) if model.training else self._real_examples(outputs, labels)
+            )
             loss_sum, num_items, stats = self.loss_terms(kept_outputs, kept_labels)
             if not model.training:
                 self.record_evaluation(kept_outputs, kept_labels)
@@ -353,7 +361,9 @@ class LossTrainerMixin:
         """Save as usual, then write the current model card next to the weights."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            write_model_card(self.model_card(), output_dir if output_dir is not None else self.args.output_dir)
+            write_model_card(
+                self.model_card(), output_dir if output_dir is not None else self.args.output_dir
+            )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """A checkpoint push uploads output_dir (not the checkpoint): put the current card there first."""

@@ -29,22 +29,46 @@ class MultiLabelConfig(LossConfigMixin, TrainingArguments):
         "bce": LossPreset(
             "binary cross-entropy (BCE)",
             baseline=True,
-            defaults={"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, **_NO_POLY, "detach_focusing_weight": True},
+            defaults={
+                "gamma_pos": 0.0,
+                "gamma_neg": 0.0,
+                "clip": 0.0,
+                **_NO_POLY,
+                "detach_focusing_weight": True,
+            },
         ),
         "asl": LossPreset(
             "asymmetric loss (ASL)",
             baseline=True,
-            defaults={"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, **_NO_POLY, "detach_focusing_weight": True},
+            defaults={
+                "gamma_pos": 0.0,
+                "gamma_neg": 4.0,
+                "clip": 0.05,
+                **_NO_POLY,
+                "detach_focusing_weight": True,
+            },
         ),
         "focal": LossPreset(
             "focal loss",
             baseline=True,
-            defaults={"gamma_pos": 2.0, "gamma_neg": 2.0, "clip": 0.0, **_NO_POLY, "detach_focusing_weight": False},
+            defaults={
+                "gamma_pos": 2.0,
+                "gamma_neg": 2.0,
+                "clip": 0.0,
+                **_NO_POLY,
+                "detach_focusing_weight": False,
+            },
         ),
         "poly1": LossPreset(
             "Poly-1 loss",
             baseline=True,
-            defaults={"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, "alpha2": 0.0, "detach_focusing_weight": True},
+            defaults={
+                "gamma_pos": 0.0,
+                "gamma_neg": 0.0,
+                "clip": 0.0,
+                "alpha2": 0.0,
+                "detach_focusing_weight": True,
+            },
         ),
         "apl": LossPreset(
             "asymmetric polynomial loss (APL)",
@@ -62,12 +86,18 @@ class MultiLabelConfig(LossConfigMixin, TrainingArguments):
     }
     KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
 
-    loss: str = field(default="apl", metadata={"help": "One of bce, asl, focal, poly1, apl: a preset of the knobs below."})
+    loss: str = field(
+        default="apl", metadata={"help": "One of bce, asl, focal, poly1, apl: a preset of the knobs below."}
+    )
     gamma_pos: float | None = field(default=None, metadata={"help": "Focusing exponent of positives (>= 0)."})
     gamma_neg: float | None = field(default=None, metadata={"help": "Focusing exponent of negatives (>= 0)."})
     clip: float | None = field(default=None, metadata={"help": "Probability shift of negatives, in [0, 1)."})
-    alpha1: float | None = field(default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."})
-    alpha2: float | None = field(default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."})
+    alpha1: float | None = field(
+        default=None, metadata={"help": "Weight of (1-p) in the positive polynomial."}
+    )
+    alpha2: float | None = field(
+        default=None, metadata={"help": "Weight of (1-p)^2 in the positive polynomial."}
+    )
     beta1: float | None = field(default=None, metadata={"help": "Weight of p_m in the negative polynomial."})
     poly_epsilon: float | None = field(
         default=None, metadata={"help": "Epsilon of the poly1 preset: alpha1 = beta1 = epsilon (default 1)."}
@@ -75,12 +105,20 @@ class MultiLabelConfig(LossConfigMixin, TrainingArguments):
     detach_focusing_weight: bool | None = field(
         default=None,
         # nargs/const: a bare `--detach_focusing_weight` means True, as for the other bool flags.
-        metadata={"help": "Treat the focusing weights as constants in backward (APL/ASL default).", "nargs": "?", "const": True},
+        metadata={
+            "help": "Treat the focusing weights as constants in backward (APL/ASL default).",
+            "nargs": "?",
+            "const": True,
+        },
     )
-    threshold: float = field(default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."})
+    threshold: float = field(
+        default=0.5, metadata={"help": "Decision threshold on sigmoid scores, in (0, 1)."}
+    )
     tune_threshold: bool = field(
         default=False,
-        metadata={"help": "After training, set the global threshold that maximises micro-F1 on the eval set."},
+        metadata={
+            "help": "After training, set the global threshold that maximises micro-F1 on the eval set."
+        },
     )
 
     def __post_init__(self):

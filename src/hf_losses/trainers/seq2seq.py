@@ -27,9 +27,13 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
 
     PRESETS = {
         "ce": LossPreset("cross-entropy", baseline=True, fixed={"log_end": 1.0, "bonus_weight": 0.0}),
-        "el": LossPreset("encouraging loss (EL)", baseline=False, fixed={"log_end": 1.0}, defaults={"bonus_weight": 1.0}),
+        "el": LossPreset(
+            "encouraging loss (EL)", baseline=False, fixed={"log_end": 1.0}, defaults={"bonus_weight": 1.0}
+        ),
         "cel": LossPreset(
-            "conservative encouraging loss (CEL)", baseline=False, defaults={"log_end": 0.5, "bonus_weight": 1.0}
+            "conservative encouraging loss (CEL)",
+            baseline=False,
+            defaults={"log_end": 0.5, "bonus_weight": 1.0},
         ),
     }
     KNOBS = ("log_end", "bonus_weight")
@@ -40,7 +44,8 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
         metadata={"help": "ce: cross-entropy; el: full bonus log(1-p) (log_end 1); cel: conservative bonus."},
     )
     log_end: float | None = field(
-        default=None, metadata={"help": "LE in (0, 1]: where the cel bonus turns linear (default 0.5; cel only)."}
+        default=None,
+        metadata={"help": "LE in (0, 1]: where the cel bonus turns linear (default 0.5; cel only)."},
     )
     bonus_weight: float | None = field(
         default=None, metadata={"help": "rho >= 0: weight of the bonus (default 1; el and cel only)."}
@@ -62,7 +67,11 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
         return {**self.resolved_knobs(), "label_smoothing": self.label_smoothing_factor, "ignore_index": -100}
 
     def loss_settings(self) -> dict[str, Any]:
-        return {"loss": self.loss, **self.resolved_knobs(), "label_smoothing_factor": self.label_smoothing_factor}
+        return {
+            "loss": self.loss,
+            **self.resolved_knobs(),
+            "label_smoothing_factor": self.label_smoothing_factor,
+        }
 
     def build_loss(self, reduction: str = "sum") -> EncouragingLoss:
         return EncouragingLoss(**self.loss_kwargs(), reduction=reduction)
@@ -162,7 +171,9 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
     def record_evaluation(self, outputs, labels):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         counts = token_calibration_counts(logits, labels)
-        self._calibration = counts if getattr(self, "_calibration", None) is None else self._calibration.merge(counts)
+        self._calibration = (
+            counts if getattr(self, "_calibration", None) is None else self._calibration.merge(counts)
+        )
 
     def evaluation_metrics(self) -> dict[str, float]:
         """``ece`` (top-1 token probability vs accuracy, 15 bins) and ``mean_p_y``, teacher-forced, exact over
@@ -191,7 +202,9 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
             with torch.no_grad(), self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs).detach()
         source = {
-            k: v for k, v in inputs.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")
+            k: v
+            for k, v in inputs.items()
+            if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")
         }
         _, generated, _ = super().prediction_step(model, source, False, ignore_keys, **gen_kwargs)
         return loss, generated, labels
