@@ -6,120 +6,72 @@
         --dataset_name google-research-datasets/go_emotions --dataset_config_name simplified \\
         --label_column labels --loss apl --tune_threshold --output_dir outputs/go-emotions-apl
     python scripts/classify.py --train_file train.jsonl --validation_file dev.jsonl \\
-        --text_column title abstract --label_column labels --loss asl
+        --text_column title abstract --label_column labels --class_names cs.AI cs.LG ... --loss asl
 
 Flags are those of transformers' ``TrainingArguments`` plus the loss flags of ``MultiLabelConfig`` (``--loss``
-bce/asl/focal/poly1/apl, ``--gamma_neg``, ``--clip``, ... ``--threshold``, ``--tune_threshold``); a single
-YAML/JSON argument is read as a config file (then the default flag lists below are not added; the last rule,
-on what to run, still applies).
+bce/asl/focal/poly1/apl, ``--gamma_neg``, ``--clip``, ... ``--threshold``, ``--tune_threshold``) and the data
+and model flags below; class names go in ``--class_names`` (``--label_names`` is TrainingArguments' list of input
+keys, refused). A YAML/JSON recipe as the first argument sets defaults that the flags after it override.
+Defaults, each applied only to settings you do not give yourself:
 
-Defaults, each applied only to flags you do not pass yourself:
-
-* Without ``--dataset_name``/``--*_file``: the embedded synthetic corpus (20 Zipf-distributed topics).
-* Without ``--model_name_or_path``: a small BERT (hidden 128, 2 layers, 2 heads; or ``--model_config``) and a
-  tokenizer trained on the training texts, with from-scratch training defaults (``SCRATCH_DEFAULTS``: lr 1e-3,
-  16 epochs, batch 32, warm-up 10%). A pre-trained model keeps transformers' own defaults (lr 5e-5, 3 epochs).
-* With neither: also ``--output_dir outputs/demo-classify --tune_threshold True --dataloader_pin_memory False``
-  (APL/ASL shift probabilities up, so their best threshold is well above 0.5: 0.75 on the demo).
+* Without ``--model_name_or_path``: a small BERT (``hf_losses.models.SMALL_BERT``, or ``--model_config``) and a
+  tokenizer trained on the training texts, with ``SCRATCH_DEFAULTS`` below (lr 1e-3, 16 epochs, batch 32,
+  warm-up 10%). A pre-trained model keeps transformers' own defaults (lr 5e-5, 3 epochs).
+* With neither data nor model arguments: the demo recipe ``scripts/recipes/demo-classify.yaml`` on the
+  embedded synthetic corpus (20 Zipf-distributed topics).
 * Without any of ``--do_train``/``--do_eval``/``--do_predict`` (``--eval_strategy`` alone does not count): train
-  on ``train``, evaluate on ``validation``, predict on ``test``, for each split the data has (transformers alone
-  would do nothing). Pass any of the three to choose exactly; a chosen split that is missing is then an error.
+  on ``train``, evaluate on ``validation``, predict on ``test``, for each split the data has. Pass any of the
+  three to choose exactly; a chosen split that is missing is then an error.
 
 Outputs in ``--output_dir``: model, tokenizer, ``config.json`` (``id2label``, ``threshold``), ``README.md``
 card, ``{train,eval,test}_results.json`` and ``all_results.json``, ``predictions.jsonl`` (one JSON object
-per test example: text, predicted and gold label names). With ``--tune_threshold`` the global threshold that
-maximises validation micro-F1 is chosen after training, reported as ``eval_threshold`` and stored in
-``config.json``; validation metrics are then measured at that threshold (optimistic: prefer the test split,
-or tune on training examples held out with ``--threshold_holdout 0.1``). ``{eval,test}_scores.npz`` hold the
-sigmoid scores, gold labels and threshold of each evaluated split.
+per test example: text, predicted and gold label names), ``{eval,test}_scores.npz`` (sigmoid scores, gold
+labels and threshold of each evaluated split). With ``--tune_threshold`` the global threshold that maximises
+micro-F1 is chosen after training on validation (optimistic: prefer the test split), or on training examples
+held out with ``--threshold_holdout 0.1``; it is reported as ``eval_threshold`` and stored in ``config.json``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertConfig,
-    DataCollatorWithPadding,
-    set_seed,
-)
+from transformers import DataCollatorWithPadding
 
 from hf_losses import MultiLabelConfig, MultiLabelTrainer
-from hf_losses.cards import DatasetInfo
-from hf_losses.cli import (
+from hf_losses.data import prepare_multilabel, synthetic_multilabel_corpus, tokenize_multilabel
+from hf_losses.metrics import sigmoid
+from hf_losses.models import load_classifier
+from hf_losses.runs import (
     DataSourceArguments,
     ModelSourceArguments,
+    RecipeParser,
     RunArguments,
+    TaskRun,
     UsageError,
-    check_hub_access,
-    check_launch,
-    finish_run,
-    logger,
-    parse_arguments,
-    resume_checkpoint,
-    run_cli,
-    save_split_metrics,
-    select_samples,
-    setup_logging,
-    with_defaults,
+    one_line_errors,
+    predict,
+    replaced_atomically,
     write_lines,
 )
-from hf_losses.data import (
-    prepare_multilabel,
-    synthetic_multilabel_corpus,
-    tokenize_multilabel,
-    train_tokenizer,
-)
-from hf_losses.metrics import sigmoid
+from hf_losses.runs.logs import logger
 
-DEMO_DATASET = "hf_losses synthetic multi-label corpus"
-DATA_FLAGS = ("--dataset_name", "--train_file", "--validation_file", "--test_file")
-SCRATCH_DEFAULTS = [
-    "--learning_rate",
-    "1e-3",
-    "--num_train_epochs",
-    "16",
-    "--warmup_steps",
-    "0.1",
-    "--weight_decay",
-    "0.01",
-    "--per_device_train_batch_size",
-    "32",
-    "--per_device_eval_batch_size",
-    "128",
-    "--logging_steps",
-    "50",
-    "--save_strategy",
-    "epoch",
-    "--save_total_limit",
-    "1",
-    "--seed",
-    "0",
-]
-DEMO_DEFAULTS = [
-    "--output_dir",
-    "outputs/demo-classify",
-    "--tune_threshold",
-    "True",
-    "--dataloader_pin_memory",
-    "False",
-]
-# The from-scratch model: small enough to learn the demo corpus in about two minutes on a 2-core CPU.
-SMALL_BERT = dict(
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=256,
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
+RECIPES = Path(__file__).resolve().parent / "recipes"
+HOLDOUT = "threshold_holdout"
+# Training a small model from scratch wants more steps and a higher learning rate than fine-tuning.
+SCRATCH_DEFAULTS = dict(
+    learning_rate=1e-3,
+    num_train_epochs=16,
+    warmup_steps=0.1,
+    weight_decay=0.01,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=128,
+    logging_steps=50,
+    save_strategy="epoch",
+    save_total_limit=1,
+    seed=0,
 )
 
 
@@ -151,7 +103,9 @@ class DataArguments(DataSourceArguments):
     )
     class_names: list[str] | None = field(
         default=None,
-        metadata={"help": "Label names in id order (optional; TrainingArguments owns --label_names)."},
+        metadata={
+            "help": "Label names in id order (optional; not --label_names, which TrainingArguments owns)."
+        },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
     threshold_holdout: float | None = field(
@@ -172,58 +126,96 @@ class DataArguments(DataSourceArguments):
                 f"training examples; got {size}"
             )
         parts = train.train_test_split(test_size=int(size) if whole else size, seed=0)
-        splits["train"], splits["threshold_holdout"] = parts["train"], parts["test"]
+        splits["train"], splits[HOLDOUT] = parts["train"], parts["test"]
 
 
-def load_tokenizer_and_model(
-    model_args: ModelArguments, label_names: list[str], texts, max_length: int, resume
-):
-    """A Hub/local checkpoint with a fresh multi-label head, or a tokenizer trained on `texts` and a new model."""
-    hub = model_args.hub_kwargs()
-    labels = dict(
-        num_labels=len(label_names),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
-    if model_args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_args.tokenizer_name or model_args.model_name_or_path, **hub
+class ClassificationRun(TaskRun):
+    demo_dataset = "hf_losses synthetic multi-label corpus"
+    label_names_hint = "class names go in --class_names"
+    extra_splits = (HOLDOUT,)
+
+    def demo_corpus(self):
+        return synthetic_multilabel_corpus()
+
+    def prepare_data(self, raw):
+        """Text and label ids; what to run when no --do_* flag says; the threshold hold-out split."""
+        data_args, args = self.data_args, self.args
+        label_column = data_args.label_column or (None if data_args.label_columns else "labels")
+        prepared, self.label_names = prepare_multilabel(
+            raw,
+            text_columns=data_args.text_column,
+            label_column=label_column,
+            label_columns=data_args.label_columns,
+            label_names=data_args.class_names,
         )
-        config = AutoConfig.from_pretrained(
-            model_args.model_config or model_args.model_name_or_path, **labels, **hub
-        )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub
-        )
-        return tokenizer, model
-    if resume is not None:  # the tokenizer the checkpoint was trained with
-        tokenizer = AutoTokenizer.from_pretrained(resume)
-    elif model_args.tokenizer_name:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name, **hub)
-    else:
-        if not texts:
-            raise UsageError(
-                "training a model from scratch needs a train split; pass --model_name_or_path to only evaluate"
+        # TrainingArguments turns do_eval on for any --eval_strategy; that alone is not a choice of what to run.
+        if not (args.do_train or args.do_predict or (args.do_eval and args.eval_strategy == "no")):
+            args.do_train, args.do_eval, args.do_predict = (
+                s in prepared for s in ("train", "validation", "test")
             )
-        tokenizer = train_tokenizer(
-            texts, vocab_size=model_args.vocab_size, kind="classification", model_max_length=max_length
+        holdout = data_args.threshold_holdout is not None
+        if holdout and not (args.tune_threshold and args.do_train):
+            raise UsageError("--threshold_holdout needs --tune_threshold and --do_train")
+        if args.tune_threshold and not (args.do_eval or holdout):
+            raise UsageError(
+                "--tune_threshold needs --do_eval and a validation split, or --threshold_holdout"
+            )
+        if holdout and "train" in prepared:
+            data_args.split_holdout(prepared)
+        return prepared
+
+    def load_tokenizer_and_model(self, splits, resume):
+        texts = splits["train"]["text"] if "train" in splits else []
+        tokenizer, model = load_classifier(
+            self.model_args, self.label_names, texts, self.data_args.max_seq_length, resume
         )
-    sizes = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **labels)
-    if model_args.model_config:
-        config = AutoConfig.from_pretrained(model_args.model_config, **hub)
-        config.update(sizes)
-    else:
-        config = BertConfig(**SMALL_BERT, max_position_embeddings=max(512, max_length), **sizes)
-    return tokenizer, AutoModelForSequenceClassification.from_config(
-        config, trust_remote_code=model_args.trust_remote_code
-    )
+        model.config.threshold = self.args.threshold
+        return tokenizer, model
+
+    def tokenize(self, splits, tokenizer):
+        return tokenize_multilabel(
+            splits, tokenizer, num_labels=len(self.label_names), max_length=self.data_args.max_seq_length
+        )
+
+    def card_data(self):
+        return dict(label_names=self.label_names)
+
+    def make_trainer(self, tokenized, **common):
+        return MultiLabelTrainer(
+            **common,
+            data_collator=DataCollatorWithPadding(common["processing_class"]),
+            threshold_dataset=tokenized.get(HOLDOUT),
+            threshold_split="train (held out from training)",
+        )
+
+    def evaluate(self, trainer, prefix, dataset, examples):
+        """Metrics at the (tuned) threshold, the split's scores; for test also predictions.jsonl."""
+        args, output_dir = self.args, Path(self.args.output_dir)
+        if prefix == "eval" and args.tune_threshold:
+            if not args.do_train:  # after training, the trainer tunes it itself
+                trainer.tune_threshold()
+            logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
+        output = predict(trainer, dataset, prefix)
+        write_scores(output_dir / f"{prefix}_scores.npz", output, args.threshold, args)
+        if prefix == "test":
+            rows = prediction_rows(output, examples["text"], self.label_names, args.threshold)
+            write_lines(output_dir / "predictions.jsonl", rows, args)
+            return dict(output.metrics)
+        trainer.log(output.metrics)
+        return {**output.metrics, "eval_threshold": args.threshold}
+
+    def after_evaluation(self, trainer):
+        if self.args.tune_threshold:
+            trainer.save_model()  # config.json with the tuned threshold
+
+
+def logits_of(output) -> np.ndarray:
+    return output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
 
 
 def prediction_rows(output, texts, label_names: list[str], threshold: float) -> list[str]:
     """One JSON line per example: its text, the predicted label names (score >= threshold) and the gold ones."""
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    predicted, gold = sigmoid(logits) >= threshold, np.asarray(output.label_ids) == 1
+    predicted, gold = sigmoid(logits_of(output)) >= threshold, np.asarray(output.label_ids) == 1
     return [
         json.dumps(
             {
@@ -241,115 +233,27 @@ def write_scores(path: Path, output, threshold: float, training_args) -> None:
     """``probabilities`` [N, L] (float32), gold ``labels`` (uint8) and the ``threshold`` used, for later analysis."""
     if not training_args.should_save:
         return
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
-            probabilities=sigmoid(logits).astype(np.float32),
+            probabilities=sigmoid(logits_of(output)).astype(np.float32),
             labels=np.asarray(output.label_ids).astype(np.uint8),
             threshold=np.float64(threshold),
         )
-    os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    argv = with_defaults(argv, SCRATCH_DEFAULTS, triggers=("--model_name_or_path",))
-    argv = with_defaults(argv, DEMO_DEFAULTS, triggers=(*DATA_FLAGS, "--model_name_or_path"))
-    model_args, data_args, args, run_args = parse_arguments(
-        (ModelArguments, DataArguments, MultiLabelConfig, RunArguments), argv
-    )
-    setup_logging(args)
-    check_launch(args)
-    check_hub_access(args)
-
-    demo = data_args.uses_demo_corpus()
-    raw = synthetic_multilabel_corpus() if demo else data_args.load(model_args)
-    label_column = data_args.label_column or (None if data_args.label_columns else "labels")
-    prepared, label_names = prepare_multilabel(
-        raw,
-        text_columns=data_args.text_column,
-        label_column=label_column,
-        label_columns=data_args.label_columns,
-        label_names=data_args.class_names,
-    )
-    # TrainingArguments turns do_eval on for any --eval_strategy; that alone is not a choice of what to run.
-    if not (args.do_train or args.do_predict or (args.do_eval and args.eval_strategy == "no")):
-        args.do_train, args.do_eval, args.do_predict = (
-            s in prepared for s in ("train", "validation", "test")
-        )
-    holdout = data_args.threshold_holdout is not None
-    if holdout and not (args.tune_threshold and args.do_train):
-        raise UsageError("--threshold_holdout needs --tune_threshold and --do_train")
-    if args.tune_threshold and not (args.do_eval or holdout):
-        raise UsageError("--tune_threshold needs --do_eval and a validation split, or --threshold_holdout")
-    if holdout and "train" in prepared:
-        data_args.split_holdout(prepared)
-    splits = select_samples(prepared, args, **data_args.sample_limits())
-    if holdout:
-        splits["threshold_holdout"] = prepared["threshold_holdout"]
-    resume = resume_checkpoint(args, run_args)
-
-    set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
-    train_texts = splits["train"]["text"] if "train" in splits else []
-    tokenizer, model = load_tokenizer_and_model(
-        model_args, label_names, train_texts, data_args.max_seq_length, resume
-    )
-    model.config.threshold = args.threshold
-    with args.main_process_first(desc="tokenization"):
-        tokenized = tokenize_multilabel(
-            splits, tokenizer, num_labels=len(label_names), max_length=data_args.max_seq_length
-        )
-
-    dataset_info = DatasetInfo(
-        id=DEMO_DATASET
-        if demo
-        else (
-            data_args.dataset_name
-            or Path(data_args.train_file or data_args.test_file or data_args.validation_file).name
-        ),
-        config=data_args.dataset_config_name,
-        revision=data_args.dataset_revision,
-        label_names=label_names,
-    )
-    trainer = MultiLabelTrainer(
-        model=model,
-        args=args,
-        train_dataset=tokenized.get("train"),
-        eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        dataset_info=dataset_info,
-        threshold_dataset=tokenized.get("threshold_holdout"),
-        threshold_split="train (held out from training)",
+def make_parser() -> RecipeParser:
+    return RecipeParser(
+        (ModelArguments, DataArguments, MultiLabelConfig, RunArguments),
+        demo_recipe=RECIPES / "demo-classify.yaml",
+        scratch_defaults=SCRATCH_DEFAULTS,
     )
 
-    if args.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        save_split_metrics(trainer, "train", result.metrics, len(tokenized["train"]))
-        trainer.save_state()
-    if args.do_eval:
-        if args.tune_threshold and not args.do_train:  # after training, the trainer tunes it itself
-            trainer.tune_threshold()
-        if args.tune_threshold:
-            logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
-        output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
-        trainer.log(output.metrics)
-        write_scores(Path(args.output_dir) / "eval_scores.npz", output, args.threshold, args)
-        metrics = {**output.metrics, "eval_threshold": args.threshold}
-        save_split_metrics(trainer, "eval", metrics, len(tokenized["validation"]))
-    if args.do_predict:
-        output = trainer.predict(tokenized["test"], metric_key_prefix="test")
-        write_scores(Path(args.output_dir) / "test_scores.npz", output, args.threshold, args)
-        rows = prediction_rows(output, splits["test"]["text"], label_names, args.threshold)
-        write_lines(Path(args.output_dir) / "predictions.jsonl", rows, args)
-        save_split_metrics(trainer, "test", dict(output.metrics), len(tokenized["test"]))
-    if args.tune_threshold:
-        trainer.save_model()  # config.json with the tuned threshold
-    finish_run(trainer, args)
+
+def main(model_args, data_args, training_args, run_args=None) -> None:
+    ClassificationRun(model_args, data_args, training_args, run_args).run()
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    with one_line_errors():
+        main(*make_parser().parse_args_and_recipe())

@@ -218,8 +218,7 @@ def _run_in_process(args: list[str], monkeypatch) -> None:
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", ["translate.py", *args])
-    module.main()
+    module.main(*module.make_parser().parse_args_and_recipe(args))
 
 
 def test_script_on_two_processes_matches_one_process(tmp_path, monkeypatch):

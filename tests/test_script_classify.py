@@ -1,4 +1,8 @@
-"""scripts/classify.py end to end on tiny local data, the embedded demo, bad input, and the Hub push (mocked)."""
+"""scripts/classify.py end to end on tiny local data, the embedded demo, its recipes, bad input, GoEmotions (slow).
+
+The Hub push, resume and launch checks are the shared run's, tested in tests/test_run_*.py and once through
+scripts/translate.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from transformers import BertConfig
@@ -17,6 +20,7 @@ from hf_losses.data import synthetic_multilabel_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "classify.py"
+GO_EMOTIONS = ROOT.parent / "shared" / "data" / "go_emotions"
 NUM_LABELS = 6
 TINY_MODEL = [
     "--vocab_size",
@@ -159,6 +163,7 @@ def test_local_files_end_to_end(tmp_path, data_dir):
 
     card = (out / "README.md").read_text()
     assert "model-index" in card and "F1 (micro)" in card
+    assert "generated_from_trainer" not in card  # our card, not the generic Trainer draft
     assert "| `loss` | asl |" in card and "| `gamma_neg` | 2 |" in card and "| `clip` | 0.05 |" in card
     assert "tuned for micro-F1 on the `validation` split" in card
     assert f"Threshold: **{results['eval_threshold']}**" in card
@@ -215,67 +220,14 @@ def test_missing_label_column_is_one_line_and_writes_nothing(
     args = [arg if arg != "topics" else "tags" for arg in data_args(data_dir)]
     monkeypatch.setattr(sys, "argv", ["classify.py", *args, "--output_dir", str(out)])
     monkeypatch.delenv("HF_LOSSES_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        script.run_cli(script.main)
+    with pytest.raises(SystemExit) as exit_info, script.one_line_errors():
+        script.main(*script.make_parser().parse_args_and_recipe())
     assert exit_info.value.code == 2
     err = capsys.readouterr().err  # dataset loading progress bars, then the error
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1] and "Traceback" not in err
     assert errors[0].startswith("classify.py: error: ") and "'tags'" in errors[0] and "topics" in errors[0]
     assert not out.exists()
-
-
-def test_push_to_hub_uploads_output_dir_with_card(tmp_path, data_dir, monkeypatch, load_script):
-    from huggingface_hub import HfApi, constants
-
-    uploads, created = [], []
-
-    def upload_folder(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        uploads.append(
-            {**kwargs, "card": (folder / "README.md").read_text(), "files": sorted(os.listdir(folder))}
-        )
-        return SimpleNamespace(commit_url="https://huggingface.co/me/tiny/commit/0", done=lambda: True)
-
-    def create_repo(self, repo_id, **kwargs):
-        created.append(repo_id)
-        return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"me/{repo_id}")
-
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "me"})
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-    out = tmp_path / "tiny-apl"
-    token = "hf_" + "x" * 30
-    load_script().main(
-        [
-            *data_args(data_dir),
-            "--loss",
-            "apl",
-            "--max_steps",
-            "2",
-            "--save_strategy",
-            "no",
-            "--push_to_hub",
-            "--hub_model_id",
-            "me/tiny-apl",
-            "--hub_token",
-            token,
-            "--output_dir",
-            str(out),
-        ]
-    )
-
-    assert created and all(repo == "me/tiny-apl" for repo in created)
-    final = uploads[-1]
-    assert Path(final["folder_path"]) == out and final["repo_id"] == "me/tiny-apl"
-    assert {"README.md", "config.json", "model.safetensors", "predictions.jsonl", "all_results.json"} <= set(
-        final["files"]
-    )
-    assert "asymmetric polynomial loss" in final["card"] and "model-index" in final["card"]
-    assert "generated_from_trainer" not in final["card"]  # our card, not the generic Trainer draft
-    assert token not in final["card"]
 
 
 def test_threshold_tuned_on_held_out_training_examples(tmp_path, data_dir):
@@ -332,3 +284,83 @@ def test_bad_threshold_holdout_is_one_line(tmp_path, data_dir, flags, fragment):
     lines = result.stderr.strip().splitlines()
     assert fragment in lines[-1] and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()
+
+
+def test_label_names_is_refused_with_a_pointer_to_class_names(tmp_path, data_dir):
+    """--label_names is TrainingArguments' list of input keys: it used to silently empty the evaluation."""
+    out = tmp_path / "out"
+    result = run_script(
+        [*data_args(data_dir), "--label_names", "a", "b", "--output_dir", str(out)], cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--label_names a b" in lines[0] and "--class_names" in lines[0]
+    assert not out.exists()
+
+
+def test_demo_recipe_and_scratch_defaults_under_the_flags(load_script):
+    parser = load_script().make_parser
+    _, data, args, _ = parser().parse_args_and_recipe(["--loss", "asl", "--num_train_epochs", "2"])
+    assert (args.output_dir, args.tune_threshold, args.dataloader_pin_memory) == (
+        "outputs/demo-classify",
+        True,
+        False,
+    )
+    assert (args.loss, args.num_train_epochs, args.learning_rate, args.seed) == ("asl", 2, 1e-3, 0)
+    assert data.uses_demo_corpus()
+    # own data, model from scratch: the from-scratch defaults, not the demo's output_dir
+    _, _, args, _ = parser().parse_args_and_recipe(["--train_file", "t.jsonl", "--output_dir", "o"])
+    assert (args.learning_rate, args.num_train_epochs, args.tune_threshold) == (1e-3, 16, False)
+    # a pre-trained model keeps transformers' defaults
+    _, _, args, _ = parser().parse_args_and_recipe(["--model_name_or_path", "m", "--output_dir", "o"])
+    assert (args.learning_rate, args.num_train_epochs) == (5e-5, 3)
+    # the demo recipe named explicitly, with a flag that overrides it
+    recipe = str(ROOT / "scripts" / "recipes" / "demo-classify.yaml")
+    _, _, args, _ = parser().parse_args_and_recipe([recipe, "--learning_rate", "1e-4"])
+    assert (args.output_dir, args.learning_rate, args.num_train_epochs) == ("outputs/demo-classify", 1e-4, 16)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GO_EMOTIONS.is_dir(), reason="needs ../shared/data/go_emotions")
+def test_go_emotions_with_class_names_and_the_label_names_mistake(tmp_path):
+    """The real GoEmotions files, read where they are: a short run with --class_names, and --label_names refused."""
+    names = json.loads((GO_EMOTIONS / "labels.json").read_text())
+    flags = [
+        "--train_file",
+        str(GO_EMOTIONS / "train.jsonl"),
+        "--validation_file",
+        str(GO_EMOTIONS / "validation.jsonl"),
+        "--label_column",
+        "labels",
+        "--max_train_samples",
+        "2000",
+        "--max_eval_samples",
+        "500",
+        "--max_steps",
+        "20",
+        "--max_seq_length",
+        "48",
+        "--vocab_size",
+        "2000",
+        "--tune_threshold",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "True",
+    ]
+    refused = run_script(
+        [*flags, "--label_names", *names[:2], "--output_dir", str(tmp_path / "bad")], cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "--class_names" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
+
+    out = tmp_path / "out"
+    result = run_script([*flags, "--class_names", *names, "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_loss", "eval_f1_micro", "eval_f1_macro", "eval_map", "eval_threshold"} <= results.keys()
+    assert results["eval_samples"] == 500 and results["train_samples"] == 2000
+    assert json.loads((out / "config.json").read_text())["id2label"] == {
+        str(i): n for i, n in enumerate(names)
+    }

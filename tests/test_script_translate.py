@@ -2,7 +2,7 @@
 
 Runs through a subprocess where the process boundary matters (exit codes, stderr, the embedded demo) and
 in-process (``main()`` of the imported script) elsewhere, because every subprocess pays for importing torch
-and transformers again.
+and transformers again. The Hub, resume and launch checks themselves are tested in tests/test_run_*.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import datasets
 import pandas as pd
@@ -156,15 +155,15 @@ def run_script(args: list[str], timeout: int = 300, **env: str) -> subprocess.Co
 def run_main(translate, monkeypatch, args: list[str]) -> None:
     """`main()` in-process with these flags (exceptions propagate)."""
     monkeypatch.setattr(sys, "argv", ["translate.py", *args])
-    translate.main()
+    translate.main(*translate.make_parser().parse_args_and_recipe())
 
 
 def run_cli(translate, monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
-    """The script's entry point in-process: (exit code, stderr)."""
+    """What the script runs under ``__main__``, in-process: (exit code, stderr)."""
     monkeypatch.setattr(sys, "argv", ["translate.py", *args])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        translate.run_cli(translate.main)
+    with pytest.raises(SystemExit) as exit_info, translate.one_line_errors():
+        translate.main(*translate.make_parser().parse_args_and_recipe())
     return exit_info.value.code, capsys.readouterr().err
 
 
@@ -383,6 +382,35 @@ def test_embedded_demo_with_a_small_budget(tmp_path):
     assert "synthetic" in (out / "README.md").read_text(encoding="utf-8")
 
 
+# ---------------------------------------------------------------------------------------------- recipes
+
+RECIPES = ROOT / "scripts" / "recipes"
+TRANSLATION_RECIPES = sorted(
+    p.name for p in RECIPES.glob("*.yaml") if not p.name.startswith(("compare-", "demo-classify"))
+)
+
+
+def test_demo_recipe_runs_without_data_or_model_arguments(translate):
+    _, data, args, _ = translate.make_parser().parse_args_and_recipe(
+        ["--loss", "el", "--num_train_epochs", "2"]
+    )
+    assert data.uses_demo_corpus() and args.output_dir == "outputs/demo-translate"
+    assert args.do_train and args.do_predict and args.predict_with_generate and args.learning_rate == 2e-3
+    assert (args.loss, args.num_train_epochs) == ("el", 2)  # flags override the recipe
+    _, _, args, _ = translate.make_parser().parse_args_and_recipe(
+        ["--train_file", "t.jsonl", "--output_dir", "o"]
+    )
+    assert not args.do_train and args.learning_rate == 5e-5  # own data: transformers' defaults
+
+
+@pytest.mark.parametrize("recipe", TRANSLATION_RECIPES)
+def test_every_recipe_parses_and_flags_override_it(translate, recipe):
+    _, _, args, _ = translate.make_parser().parse_args_and_recipe(
+        [str(RECIPES / recipe), "--learning_rate", "1e-4", "--use_cpu", "--bf16", "false"]
+    )
+    assert args.learning_rate == 1e-4 and args.output_dir and args.do_train
+
+
 # ------------------------------------------------------------------------------------------- resume
 
 
@@ -523,48 +551,10 @@ def test_bad_input_through_the_real_entry_point_all(data_dir, tmp_path, case):
 # -------------------------------------------------------------------------------------- Hub push
 
 
-class FakeHub:
-    """The Hub client transformers' Trainer uses (`transformers.trainer.hf_api()`), recording uploads."""
-
-    def __init__(self, repo_id: str):
-        self.api = mock.MagicMock(name="HfApi")
-        self.api.create_repo.return_value = mock.Mock(repo_id=repo_id)
-        self.api.upload_folder.side_effect = self._upload
-        self.uploads: list[dict] = []
-
-    def _upload(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        readme = folder / "README.md"
-        self.uploads.append(
-            {
-                **kwargs,
-                "readme": readme.read_text(encoding="utf-8") if readme.is_file() else None,
-                "files": sorted(p.name for p in folder.iterdir()),
-            }
-        )
-        return mock.MagicMock(name="CommitInfo")
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    """Patch every Hub call of the push path; nothing reaches the network."""
-    import huggingface_hub
-    import transformers.trainer
-
-    fake = FakeHub("tester/tiny-push")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    whoami = mock.Mock(return_value={"name": "tester"})
-    create_repo = mock.Mock(return_value=mock.Mock(repo_id="tester/tiny-push"))
-    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", whoami)
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: fake.api)
-    fake.whoami, fake.check_create_repo = whoami, create_repo
-    return fake
-
-
 def test_push_to_hub_uploads_output_dir_with_card_and_never_writes_the_token(
-    translate, data_dir, tmp_path, monkeypatch, hub
+    translate, data_dir, tmp_path, monkeypatch, fake_hub
 ):
+    hub = fake_hub
     out = tmp_path / "tiny-push"
     run_main(
         translate,
@@ -611,9 +601,12 @@ def test_push_to_hub_uploads_output_dir_with_card_and_never_writes_the_token(
     assert saved.hub_token is None and saved.push_to_hub and saved.loss == "cel"
 
 
-def test_push_to_hub_refused_offline_before_training(translate, data_dir, tmp_path, monkeypatch, capsys, hub):
+def test_push_to_hub_refused_offline_before_anything_is_written(
+    translate, data_dir, tmp_path, monkeypatch, capsys, fake_hub
+):
     import huggingface_hub
 
+    hub = fake_hub
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "out"
     code, stderr = run_cli(
@@ -638,36 +631,4 @@ def test_push_to_hub_refused_offline_before_training(translate, data_dir, tmp_pa
     assert "HF_HUB_OFFLINE" in one_error_line(stderr) and TOKEN not in stderr
     assert not out.exists()
     hub.whoami.assert_not_called()
-    hub.api.upload_folder.assert_not_called()
-
-
-def test_push_to_hub_refused_when_the_token_cannot_write(
-    translate, data_dir, tmp_path, monkeypatch, capsys, hub
-):
-    hub.whoami.side_effect = RuntimeError("401 Client Error: Unauthorized")
-    out = tmp_path / "out"
-    code, stderr = run_cli(
-        translate,
-        monkeypatch,
-        capsys,
-        [
-            *files(data_dir, "train"),
-            *tiny(
-                data_dir,
-                tmp_path,
-                "--do_train",
-                "--push_to_hub",
-                "--hub_model_id",
-                "tester/tiny-push",
-                "--hub_token",
-                TOKEN,
-                "--output_dir",
-                str(out),
-            ),
-        ],
-    )
-    assert code == 2
-    line = one_error_line(stderr)
-    assert "tester/tiny-push" in line and "401" in line and TOKEN not in line
-    assert not out.exists()
     hub.api.upload_folder.assert_not_called()

@@ -1,14 +1,38 @@
-"""Seq2seq architectures to train from scratch (``--model_config``): the paper's transformers and a CPU demo.
+"""Tokenizers and models of both scripts: a Hub/local checkpoint, or built from a preset to train from scratch.
 
-Each preset is a set of ``MarianConfig`` fields plus the vocabulary size of the tokenizer trained for it.
-A path to a ``config.json`` of any seq2seq architecture works too.
+Translation presets (``--model_config``) are ``MarianConfig`` fields plus the vocabulary size of the tokenizer
+trained for them (the paper's transformers and a CPU demo); a path to a ``config.json`` of any seq2seq
+architecture works too. Classification from scratch builds ``SMALL_BERT`` unless ``--model_config`` names a
+config. ``model_args`` is the scripts' ``ModelArguments`` (``hf_losses.runs.ModelSourceArguments`` plus
+``model_config`` and ``vocab_size``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, MarianConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    MarianConfig,
+    PreTrainedModel,
+)
+
+from .data import train_tokenizer
+
+# The from-scratch classifier: small enough to learn the demo corpus in about two minutes on a 2-core CPU.
+SMALL_BERT = dict(
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=256,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
 
 _FAIRSEQ_TRANSFORMER = dict(
     activation_function="relu",
@@ -113,3 +137,77 @@ def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
             f"--model_config must be one of {', '.join(SEQ2SEQ_PRESETS)} or a path to a config.json; got {model_config!r}"
         )
     return AutoModelForSeq2SeqLM.from_config(config)
+
+
+def load_tokenizer(model_args, texts: Sequence[str], resume: str | None, train: Callable):
+    """The checkpoint's tokenizer (or --tokenizer_name); from scratch: a resumed checkpoint's, else
+    --tokenizer_name, else ``train(texts)`` on the training texts."""
+    hub = model_args.hub_kwargs()
+    if model_args.model_name_or_path:
+        return AutoTokenizer.from_pretrained(
+            model_args.tokenizer_name or model_args.model_name_or_path, **hub
+        )
+    if resume is not None:
+        return AutoTokenizer.from_pretrained(resume)
+    if model_args.tokenizer_name:
+        return AutoTokenizer.from_pretrained(model_args.tokenizer_name, **hub)
+    if not texts:
+        raise ValueError(
+            "training a model from scratch needs a train split; pass --model_name_or_path to only evaluate"
+        )
+    return train(texts)
+
+
+def load_seq2seq(model_args, texts: Sequence[str], resume: str | None):
+    """(tokenizer, model): a seq2seq checkpoint, or a model built from --model_config sized to its tokenizer."""
+
+    def train(texts):
+        vocab_size = model_args.vocab_size or preset_vocab_size(model_args.model_config) or 8000
+        return train_tokenizer(texts, vocab_size=vocab_size, kind="seq2seq")
+
+    tokenizer = load_tokenizer(model_args, texts, resume, train)
+    if model_args.model_name_or_path:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            model_args.model_name_or_path, **model_args.hub_kwargs()
+        )
+        return tokenizer, model
+    return tokenizer, build_seq2seq_model(model_args.model_config, tokenizer)
+
+
+def load_classifier(
+    model_args, label_names: list[str], texts: Sequence[str], max_length: int, resume: str | None
+):
+    """(tokenizer, model) for multi-label classification over `label_names`: a checkpoint with a fresh head,
+    or a new model (--model_config, else ``SMALL_BERT``)."""
+    hub = model_args.hub_kwargs()
+    labels = dict(
+        num_labels=len(label_names),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+
+    def train(texts):
+        return train_tokenizer(
+            texts, vocab_size=model_args.vocab_size, kind="classification", model_max_length=max_length
+        )
+
+    tokenizer = load_tokenizer(model_args, texts, resume, train)
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(
+            model_args.model_config or model_args.model_name_or_path, **labels, **hub
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub
+        )
+        return tokenizer, model
+    sizes = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **labels)
+    if model_args.model_config:
+        config = AutoConfig.from_pretrained(model_args.model_config, **hub)
+        config.update(sizes)
+    else:
+        config = BertConfig(**SMALL_BERT, max_position_embeddings=max(512, max_length), **sizes)
+    model = AutoModelForSequenceClassification.from_config(
+        config, trust_remote_code=model_args.trust_remote_code
+    )
+    return tokenizer, model
