@@ -40,22 +40,10 @@ from pathlib import Path
 import numpy as np
 from transformers import DataCollatorWithPadding
 
-from hf_losses import MultiLabelConfig, MultiLabelTrainer
+from hf_losses import MultiLabelConfig, MultiLabelTrainer, runs
 from hf_losses.data import prepare_multilabel, synthetic_multilabel_corpus, tokenize_multilabel
 from hf_losses.metrics import sigmoid
 from hf_losses.models import load_classifier
-from hf_losses.runs import (
-    DataSourceArguments,
-    ModelSourceArguments,
-    RecipeParser,
-    RunArguments,
-    TaskRun,
-    UsageError,
-    one_line_errors,
-    predict,
-    replaced_atomically,
-    write_lines,
-)
 from hf_losses.runs.logs import logger
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -76,7 +64,7 @@ SCRATCH_DEFAULTS = dict(
 
 
 @dataclass
-class ModelArguments(ModelSourceArguments):
+class ModelArguments(runs.ModelSourceArguments):
     model_config: str | None = field(
         default=None,
         metadata={
@@ -90,7 +78,7 @@ class ModelArguments(ModelSourceArguments):
 
 
 @dataclass
-class DataArguments(DataSourceArguments):
+class DataArguments(runs.DataSourceArguments):
     text_column: list[str] = field(
         default_factory=lambda: ["text"],
         metadata={"help": "Text column(s), joined by a newline: --text_column title abstract."},
@@ -121,7 +109,7 @@ class DataArguments(DataSourceArguments):
         size, train = self.threshold_holdout, splits["train"]
         whole = size is not None and size >= 1 and float(size).is_integer()
         if size is None or not (0 < size < 1 or (whole and size < len(train))):
-            raise UsageError(
+            raise runs.UsageError(
                 f"--threshold_holdout must be a share in (0, 1) or a whole number below the {len(train)} "
                 f"training examples; got {size}"
             )
@@ -129,7 +117,7 @@ class DataArguments(DataSourceArguments):
         splits["train"], splits[HOLDOUT] = parts["train"], parts["test"]
 
 
-class ClassificationRun(TaskRun):
+class ClassificationRun(runs.TaskRun):
     demo_dataset = "hf_losses synthetic multi-label corpus"
     label_names_hint = "class names go in --class_names"
     extra_splits = (HOLDOUT,)
@@ -155,9 +143,9 @@ class ClassificationRun(TaskRun):
             )
         holdout = data_args.threshold_holdout is not None
         if holdout and not (args.tune_threshold and args.do_train):
-            raise UsageError("--threshold_holdout needs --tune_threshold and --do_train")
+            raise runs.UsageError("--threshold_holdout needs --tune_threshold and --do_train")
         if args.tune_threshold and not (args.do_eval or holdout):
-            raise UsageError(
+            raise runs.UsageError(
                 "--tune_threshold needs --do_eval and a validation split, or --threshold_holdout"
             )
         if holdout and "train" in prepared:
@@ -195,11 +183,11 @@ class ClassificationRun(TaskRun):
             if not args.do_train:  # after training, the trainer tunes it itself
                 trainer.tune_threshold()
             logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
-        output = predict(trainer, dataset, prefix)
+        output = runs.predict(trainer, dataset, prefix)
         write_scores(output_dir / f"{prefix}_scores.npz", output, args.threshold, args)
         if prefix == "test":
             rows = prediction_rows(output, examples["text"], self.label_names, args.threshold)
-            write_lines(output_dir / "predictions.jsonl", rows, args)
+            runs.write_lines(output_dir / "predictions.jsonl", rows, args)
             return dict(output.metrics)
         trainer.log(output.metrics)
         return {**output.metrics, "eval_threshold": args.threshold}
@@ -233,7 +221,7 @@ def write_scores(path: Path, output, threshold: float, training_args) -> None:
     """``probabilities`` [N, L] (float32), gold ``labels`` (uint8) and the ``threshold`` used, for later analysis."""
     if not training_args.should_save:
         return
-    with replaced_atomically(path) as tmp, open(tmp, "wb") as handle:
+    with runs.replaced_atomically(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
             probabilities=sigmoid(logits_of(output)).astype(np.float32),
@@ -242,9 +230,9 @@ def write_scores(path: Path, output, threshold: float, training_args) -> None:
         )
 
 
-def make_parser() -> RecipeParser:
-    return RecipeParser(
-        (ModelArguments, DataArguments, MultiLabelConfig, RunArguments),
+def make_parser() -> runs.RecipeParser:
+    return runs.RecipeParser(
+        (ModelArguments, DataArguments, MultiLabelConfig, runs.RunArguments),
         demo_recipe=RECIPES / "demo-classify.yaml",
         scratch_defaults=SCRATCH_DEFAULTS,
     )
@@ -255,5 +243,5 @@ def main(model_args, data_args, training_args, run_args=None) -> None:
 
 
 if __name__ == "__main__":
-    with one_line_errors():
+    with runs.one_line_errors():
         main(*make_parser().parse_args_and_recipe())

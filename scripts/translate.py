@@ -22,28 +22,16 @@ from pathlib import Path
 
 from transformers import DataCollatorForSeq2Seq
 
-from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
+from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, runs
 from hf_losses.data import select_translation_columns, synthetic_translation_corpus, tokenize_translation
 from hf_losses.metrics import Seq2SeqMetrics
 from hf_losses.models import load_seq2seq
-from hf_losses.runs import (
-    DataSourceArguments,
-    ModelSourceArguments,
-    RecipeParser,
-    RunArguments,
-    TaskRun,
-    UsageError,
-    one_line_errors,
-    predict,
-    write_json,
-    write_lines,
-)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 @dataclass
-class ModelArguments(ModelSourceArguments):
+class ModelArguments(runs.ModelSourceArguments):
     model_config: str = field(
         default="demo",
         metadata={
@@ -57,7 +45,7 @@ class ModelArguments(ModelSourceArguments):
 
 
 @dataclass
-class DataArguments(DataSourceArguments):
+class DataArguments(runs.DataSourceArguments):
     source_lang: str = field(
         default="de", metadata={"help": "Source language key (mBART codes like de_DE work)."}
     )
@@ -75,13 +63,13 @@ class DataArguments(DataSourceArguments):
     preprocessing_num_workers: int | None = field(default=None)
 
 
-class TranslationRun(TaskRun):
+class TranslationRun(runs.TaskRun):
     demo_dataset = "hf_losses synthetic de-en corpus"
     label_names_hint = "the targets come from --target_lang or --target_column"
 
     def check_arguments(self) -> None:
         if self.data_args.source_lang == self.data_args.target_lang:
-            raise UsageError(
+            raise runs.UsageError(
                 f"--source_lang and --target_lang must differ; both are {self.data_args.source_lang!r}"
             )
 
@@ -132,18 +120,20 @@ class TranslationRun(TaskRun):
     def evaluate(self, trainer, prefix, dataset, examples):
         """Loss, NLL and bonus teacher-forced; with --predict_with_generate also BLEU/chrF of the generations."""
         output_dir = Path(self.args.output_dir)
-        metrics = dict(predict(trainer, dataset, prefix).metrics)
+        metrics = dict(runs.predict(trainer, dataset, prefix).metrics)
         if self.args.predict_with_generate:
             metrics.update(self.metrics.signatures)
-            write_lines(output_dir / f"{prefix}_predictions.txt", self.metrics.last_predictions, self.args)
-            write_lines(output_dir / f"{prefix}_references.txt", self.metrics.last_references, self.args)
-        write_json(output_dir / f"{prefix}_calibration.json", trainer.calibration.to_dict(), self.args)
+            runs.write_lines(
+                output_dir / f"{prefix}_predictions.txt", self.metrics.last_predictions, self.args
+            )
+            runs.write_lines(output_dir / f"{prefix}_references.txt", self.metrics.last_references, self.args)
+        runs.write_json(output_dir / f"{prefix}_calibration.json", trainer.calibration.to_dict(), self.args)
         return metrics
 
 
-def make_parser() -> RecipeParser:
-    return RecipeParser(
-        (ModelArguments, DataArguments, EncouragingSeq2SeqConfig, RunArguments),
+def make_parser() -> runs.RecipeParser:
+    return runs.RecipeParser(
+        (ModelArguments, DataArguments, EncouragingSeq2SeqConfig, runs.RunArguments),
         demo_recipe=RECIPES / "demo-translate.yaml",
     )
 
@@ -153,5 +143,5 @@ def main(model_args, data_args, training_args, run_args=None) -> None:
 
 
 if __name__ == "__main__":
-    with one_line_errors():
+    with runs.one_line_errors():
         main(*make_parser().parse_args_and_recipe())

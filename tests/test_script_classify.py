@@ -220,7 +220,7 @@ def test_missing_label_column_is_one_line_and_writes_nothing(
     args = [arg if arg != "topics" else "tags" for arg in data_args(data_dir)]
     monkeypatch.setattr(sys, "argv", ["classify.py", *args, "--output_dir", str(out)])
     monkeypatch.delenv("HF_LOSSES_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info, script.one_line_errors():
+    with pytest.raises(SystemExit) as exit_info, script.runs.one_line_errors():
         script.main(*script.make_parser().parse_args_and_recipe())
     assert exit_info.value.code == 2
     err = capsys.readouterr().err  # dataset loading progress bars, then the error

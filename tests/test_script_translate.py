@@ -162,7 +162,7 @@ def run_cli(translate, monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     """What the script runs under ``__main__``, in-process: (exit code, stderr)."""
     monkeypatch.setattr(sys, "argv", ["translate.py", *args])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info, translate.one_line_errors():
+    with pytest.raises(SystemExit) as exit_info, translate.runs.one_line_errors():
         translate.main(*translate.make_parser().parse_args_and_recipe())
     return exit_info.value.code, capsys.readouterr().err
 
