@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-classify bench lint clean
+.PHONY: install test test-all demo demo-classify bench bench-fused-head lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ demo-classify: install
 
 bench: install
 	$(PY) scripts/benchmark_losses.py --output-dir benchmarks
+
+# one training step with an mBART-50-sized head, with and without --fused_lm_head (~15 min on 2 CPU cores)
+bench-fused-head: install
+	$(PY) scripts/benchmark_fused_head.py --threads 1 --steps 2 --output-dir benchmarks
 
 lint: install
 	$(VENV)/bin/ruff check src scripts tests
