@@ -42,7 +42,8 @@ def aggregate_grid(
     example = grid.command(
         grid.baseline, grid.seeds[0], run_dir(output_dir, grid.baseline, grid.seeds[0]), scripts_dir
     )
-    example = ["python", *[shlex.quote(a) for a in example[1:]]]
+    script = os.path.relpath(example[1]) if Path(example[1]).resolve().is_relative_to(Path.cwd()) else example[1]
+    example = ["python", *[shlex.quote(a) for a in [script, *example[2:]]]]
     results = {
         "grid": {
             "source": grid.source,
