@@ -311,6 +311,29 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
     assert comparison["eval_f1_macro"]["test"] == "paired bootstrap, pooled over seeds"
     assert (out / "reliability.png").is_file() and not (out / "p_y_distribution.png").exists()
 
+    before = (out / "results.json").read_bytes()
+    flags = ["--output_dir", str(out), "--no_progress", "--bootstrap_samples", "100", "--baseline", "apl"]
+    assert main([str(grid), *flags], scripts_dir=stand_in) == 0
+    against_apl = json.loads((out / "results-vs-apl.json").read_text())
+    assert against_apl["grid"]["baseline"] == "apl" and set(against_apl["comparisons"]) == {"bce"}
+    assert against_apl["comparisons"]["bce"]["eval_map"]["delta"] == pytest.approx(-0.2)
+    assert "## Against the baseline `apl`" in (out / "report-vs-apl.md").read_text()
+    assert (out / "results.json").read_bytes() == before  # the grid's own report is untouched
+    assert len(calls(out)) == 6  # no run started
+
+
+def test_another_baseline_must_be_a_variant(tmp_path, stand_in, capsys):
+    grid = write_grid(tmp_path / "grid.yaml")
+    assert (
+        main([str(grid), "--output_dir", str(tmp_path / "out"), "--baseline", "el"], scripts_dir=stand_in)
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.strip()
+        == "compare.py: error: --baseline 'el' is not a variant; variants: ce, cel"
+    )
+    assert not (tmp_path / "out").exists()
+
 
 def test_dry_run_prints_the_unfinished_commands(tmp_path, stand_in, capsys):
     grid = write_grid(tmp_path / "grid.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -26,8 +27,9 @@ def aggregate_grid(
     scripts_dir: Path,
     n_samples: int = BOOTSTRAP_SAMPLES,
     figures: bool = True,
+    suffix: str = "",
 ) -> dict:
-    """Read the finished runs and write results.json, report.md and the figures; return the results."""
+    """Read the finished runs and write results{suffix}.json, report{suffix}.md and the figures."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(grid, output_dir)
@@ -42,7 +44,9 @@ def aggregate_grid(
     example = grid.command(
         grid.baseline, grid.seeds[0], run_dir(output_dir, grid.baseline, grid.seeds[0]), scripts_dir
     )
-    script = os.path.relpath(example[1]) if Path(example[1]).resolve().is_relative_to(Path.cwd()) else example[1]
+    script = (
+        os.path.relpath(example[1]) if Path(example[1]).resolve().is_relative_to(Path.cwd()) else example[1]
+    )
     example = ["python", *[shlex.quote(a) for a in [script, *example[2:]]]]
     results = {
         "grid": {
@@ -72,11 +76,11 @@ def aggregate_grid(
         "significance": {"n_samples": n_samples, "reference_sources": reference_sources},
         "figures": [p.name for p in figures],
     }
-    (output_dir / "results.json").write_text(
+    (output_dir / f"results{suffix}.json").write_text(
         json.dumps(json_ready(results), indent=2) + "\n", encoding="utf-8"
     )
     write_report(
-        output_dir / "report.md",
+        output_dir / f"report{suffix}.md",
         grid,
         command,
         runs,
@@ -105,6 +109,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--bootstrap_samples", type=int, default=BOOTSTRAP_SAMPLES, help="resamples per test")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--no_figures", action="store_true", help="skip the PNG figures (faster report)")
+    parser.add_argument(
+        "--baseline",
+        help="report only, against this variant instead of the grid's baseline, into results-vs-NAME.json "
+        "and report-vs-NAME.md (results.json and report.md are left as they are)",
+    )
     return parser.parse_args(argv)
 
 
@@ -119,6 +128,15 @@ def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
         if args.bootstrap_samples < 1:
             raise GridError("--bootstrap_samples must be at least 1")
         output_dir = Path(args.output_dir or Path("outputs") / Path(args.grid).stem)
+        suffix = ""
+        if args.baseline and args.baseline != grid.baseline:
+            if args.baseline not in grid.variants:
+                raise GridError(
+                    f"--baseline {args.baseline!r} is not a variant; variants: {', '.join(grid.variants)}"
+                )
+            # another baseline is a second report on the same runs: no run starts, the figures stay
+            grid, suffix = dataclasses.replace(grid, baseline=args.baseline), f"-vs-{args.baseline}"
+        report_only, figures = args.report_only or bool(suffix), not (args.no_figures or suffix)
         command = " ".join(shlex.quote(a) for a in ["python", "scripts/compare.py", *argv])
         status = 0
         if args.dry_run:
@@ -129,14 +147,15 @@ def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
                 if not is_finished(path):
                     print(shlex.join(grid.command(variant, seed, path, scripts_dir)))
             return 0
-        if not args.report_only:
+        if not report_only:
             try:
                 run_grid(grid, output_dir, scripts_dir, progress=not args.no_progress)
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 status = 1
-        aggregate_grid(grid, output_dir, command, scripts_dir, args.bootstrap_samples, not args.no_figures)
-        print(f"{prog}: wrote {output_dir / 'results.json'}, {output_dir / 'report.md'} and the figures")
+        aggregate_grid(grid, output_dir, command, scripts_dir, args.bootstrap_samples, figures, suffix)
+        written = [output_dir / f"results{suffix}.json", output_dir / f"report{suffix}.md"]
+        print(f"{prog}: wrote {', '.join(map(str, written))}{' and the figures' if figures else ''}")
         return status
     except (GridError, ValueError, FileNotFoundError) as err:
         if os.environ.get("HF_LOSSES_DEBUG"):
