@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,12 @@ class Grid:
     def flags(self, variant: str) -> dict[str, Any]:
         """The shared flags with the variant's on top."""
         return {**self.args, **self.variants[variant]}
+
+    def with_baseline(self, name: str, where: str = "--baseline") -> Grid:
+        """This grid compared against the variant ``name`` (``where`` names the setting in the error)."""
+        if name not in self.variants:
+            raise GridError(f"{where} {name!r} is not a variant; variants: {', '.join(self.variants)}")
+        return replace(self, baseline=name)
 
     def runs(self) -> list[tuple[str, int]]:
         """(variant, seed) in the order they run: seed by seed, so a partial grid has whole seeds."""
@@ -123,10 +129,6 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         if not isinstance(name, str) or not NAME.match(name):
             raise GridError(f"{source}: variant name {name!r} must be letters, digits, '_', '.', '-'")
     checked = {name: _check_flags(f"variants.{name}", flags) for name, flags in variants.items()}
-    if data["baseline"] not in checked:
-        raise GridError(
-            f"{source}: baseline {data['baseline']!r} is not a variant; variants: {', '.join(checked)}"
-        )
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise GridError(f"{source}: description must be text")
@@ -138,7 +140,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         variants=checked,
         description=description.strip(),
         source=source,
-    )
+    ).with_baseline(data["baseline"], where=f"{source}: baseline")
 
 
 def load_grid(path: str | Path) -> Grid:
