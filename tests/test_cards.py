@@ -261,7 +261,6 @@ def test_template_dir_override_and_errors(tmp_path):
         render_model_card("summarization", **TRANSLATION)
 
 
-
 def test_unknown_dataset_is_named_not_an_error():
     card = render_model_card("translation", **{**TRANSLATION, "dataset": None})
     assert "datasets" not in card.data.to_dict()

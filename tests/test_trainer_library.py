@@ -107,7 +107,13 @@ def test_create_model_card_and_push_arguments_reach_the_card(tmp_path):
     )
     card = card_text(tmp_path)
     head = card.split("---")[1]
-    for needle in ("license: mit", "- mine", "- from-model", "- de", "base_model: google-bert/bert-base-uncased"):
+    for needle in (
+        "license: mit",
+        "- mine",
+        "- from-model",
+        "- de",
+        "base_model: google-bert/bert-base-uncased",
+    ):
         assert needle in head, needle
     assert "- google-research-datasets/go_emotions" in head
     assert "# my-model" in card
@@ -234,7 +240,10 @@ def test_resume_skips_an_incomplete_checkpoint_and_matches_an_uninterrupted_run(
     assert resumed.state.global_step == 6
     for name, value in resumed.model.named_parameters():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
-    assert json.loads((tmp_path / "killed" / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
+    assert (
+        json.loads((tmp_path / "killed" / "checkpoint-6" / "trainer_state.json").read_text())["global_step"]
+        == 6
+    )
 
 
 def test_resume_true_without_a_complete_checkpoint_is_an_error(tmp_path):

@@ -141,9 +141,18 @@ def test_presets_resolve_whenever_the_loss_is_built(tmp_path):
 
     apl = MultiLabelConfig(output_dir=str(tmp_path), loss="apl")
     bce = dataclasses.replace(apl, loss="bce")
-    assert bce.loss_settings() == {"loss": "bce", **APL, "alpha1": 0.0, "alpha2": 0.0, "gamma_neg": 0.0, "clip": 0.0}
+    assert bce.loss_settings() == {
+        "loss": "bce",
+        **APL,
+        "alpha1": 0.0,
+        "alpha2": 0.0,
+        "gamma_neg": 0.0,
+        "clip": 0.0,
+    }
     assert trainer_loss_module(bce).gamma_neg == 0.0
-    tuned = dataclasses.replace(MultiLabelConfig(output_dir=str(tmp_path), loss="asl", gamma_neg=2.0), loss="apl")
+    tuned = dataclasses.replace(
+        MultiLabelConfig(output_dir=str(tmp_path), loss="asl", gamma_neg=2.0), loss="apl"
+    )
     assert tuned.loss_settings()["gamma_neg"] == 2.0  # what the user set explicitly survives
     assert tuned.loss_settings()["alpha2"] == 1.25
 

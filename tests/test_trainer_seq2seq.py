@@ -139,7 +139,12 @@ def test_config_resolves_each_loss(tmp_path):
     def settings(**kw):
         return EncouragingSeq2SeqConfig(output_dir=str(tmp_path), **kw).loss_settings()
 
-    assert settings(loss="el") == {"loss": "el", "log_end": 1.0, "bonus_weight": 1.0, "label_smoothing_factor": 0.0}
+    assert settings(loss="el") == {
+        "loss": "el",
+        "log_end": 1.0,
+        "bonus_weight": 1.0,
+        "label_smoothing_factor": 0.0,
+    }
     assert settings(loss="el", log_end=1.0)["log_end"] == 1.0
     assert settings(loss="ce")["bonus_weight"] == 0.0
     assert settings(loss="cel")["log_end"] == 0.5

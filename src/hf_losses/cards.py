@@ -64,6 +64,7 @@ class DatasetInfo:
             return cls()
         return cls(id=name, config=getattr(info, "config_name", None))
 
+
 # Per task: template, Hub task, tags, results-table rows (key, label, format) and model-index entries
 # (key, metric type, metric name, metric args).
 _TASKS: dict[str, dict[str, Any]] = {
@@ -202,7 +203,13 @@ def _as_list(value: Any) -> list[Any]:
 
 def _is_hub_id(name: str | None) -> bool:
     """Whether a string looks like a Hub repo id rather than a local path."""
-    return bool(name) and name != "unknown" and bool(_HUB_ID.match(name)) and not name.startswith(".") and not Path(name).exists()
+    return (
+        bool(name)
+        and name != "unknown"
+        and bool(_HUB_ID.match(name))
+        and not name.startswith(".")
+        and not Path(name).exists()
+    )
 
 
 def _versions(packages: list[str]) -> list[tuple[str, str]]:
@@ -219,7 +226,11 @@ def _versions(packages: list[str]) -> list[tuple[str, str]]:
 
 def _read_template(name: str, template_dir: str | os.PathLike | None) -> str:
     """A template's text: from `template_dir` when given, else from the package."""
-    path = Path(template_dir) / name if template_dir is not None else resources.files("hf_losses") / "templates" / name
+    path = (
+        Path(template_dir) / name
+        if template_dir is not None
+        else resources.files("hf_losses") / "templates" / name
+    )
     if not path.is_file():
         raise FileNotFoundError(f"model card template {path} not found")
     return path.read_text(encoding="utf-8")
