@@ -13,7 +13,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
 from hf_losses.metrics import Seq2SeqMetrics
-from hf_losses.trainers.common import last_complete_checkpoint
+from hf_losses.trainers.checkpoints import last_complete_checkpoint
 from hf_losses.trainers.seq2seq import shift_tokens_right
 from tests.helpers.tiny import (
     multilabel_dataset,

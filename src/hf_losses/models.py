@@ -75,6 +75,22 @@ SEQ2SEQ_PRESETS: dict[str, dict] = {
         activation_dropout=0.0,
         **{**_FAIRSEQ_TRANSFORMER, "max_position_embeddings": 256},
     ),
+    # Multi30k trained to convergence (scripts/recipes/compare-multi30k-*-converged.yaml): 3+3 layers,
+    # d_model 256, FFN 1024, 4 heads, dropout 0.3, shared and tied embeddings over a joint 8k vocabulary.
+    "transformer-multi30k-base": dict(
+        vocab_size=8000,
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        dropout=0.3,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        **{**_FAIRSEQ_TRANSFORMER, "max_position_embeddings": 256},
+    ),
     # SPEC section 3, IWSLT14 De->En: 6+6 layers, d_model 512, FFN 1024, 4 heads, dropout 0.4, unshared
     # encoder/decoder embeddings (joint BPE vocabulary of about 10k).
     "transformer-iwslt14-de-en": dict(

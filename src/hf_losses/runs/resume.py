@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..trainers.common import last_complete_checkpoint
+from ..trainers.checkpoints import last_complete_checkpoint
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,7 @@ so one step follows the gradient of the exact mean over the global batch, whatev
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,44 +16,17 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from ..cards import DatasetInfo, render_model_card, write_model_card
+from .averaging import check_averaging, checkpoint_step, last_checkpoints, load_mean_into, mean_weights
+from .checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
-
-
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """Whether a checkpoint folder was written to the end: the Trainer writes ``trainer_state.json`` last."""
-    state = Path(path) / "trainer_state.json"
-    try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` in output_dir; incomplete ones (a killed save) are skipped loudly."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    steps = sorted(
-        ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
-        reverse=True,
-    )
-    for _, path in steps:
-        if is_complete_checkpoint(path):
-            return str(path)
-        logger.warning(
-            "Skipping incomplete checkpoint %s (no readable trainer_state.json: a killed save?)", path
-        )
-    return None
 
 
 class LossTrainerMixin:
@@ -95,6 +66,9 @@ class LossTrainerMixin:
         self.dataset_info = dataset_info or DatasetInfo.from_dataset(self.train_dataset)
         self.split_metrics: dict[str, dict[str, Any]] = {}  # metric prefix -> metrics of the last evaluation
         self._card_overrides: dict[str, Any] = {}
+        self.averaged_checkpoints: list[str] = []  # the checkpoints the final model is the mean of
+        if self.args.average_checkpoints:
+            self.add_callback(_CheckAveragingOnTrainBegin())
 
     def loss_terms(
         self, outputs, labels: torch.Tensor
@@ -110,7 +84,13 @@ class LossTrainerMixin:
         return {}
 
     def card_hyperparameters(self) -> dict[str, Any]:
-        return training_hyperparameters(self.args)
+        values = training_hyperparameters(self.args)
+        if self.averaged_checkpoints:
+            steps = ", ".join(map(str, self.averaged_checkpoint_steps()))
+            values["average_checkpoints"] = (
+                f"{len(self.averaged_checkpoints)} (mean of the checkpoints at steps {steps})"
+            )
+        return values
 
     def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
         """(split, metrics) for the card: the test split if evaluated, else validation, else any other."""
@@ -226,7 +206,29 @@ class LossTrainerMixin:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.args.average_checkpoints:
+            self.average_last_checkpoints()
+            output.metrics["train_averaged_checkpoints"] = len(self.averaged_checkpoints)
+            output.metrics["train_averaged_checkpoint_steps"] = self.averaged_checkpoint_steps()
+        return output
+
+    def average_last_checkpoints(self) -> None:
+        """Make the model the element-wise mean of the last ``args.average_checkpoints`` saved checkpoints.
+
+        The main process reads the checkpoints (they are where it saved them) and sends the mean to the others.
+        """
+        self.averaged_checkpoints = last_checkpoints(self.args.output_dir, self.args.average_checkpoints)
+        model = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.is_main_process:
+            load_mean_into(model, mean_weights(self.averaged_checkpoints))
+        if self.accelerator.num_processes > 1:
+            for tensor in model.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+        logger.info("Final model: the mean of %s", ", ".join(self.averaged_checkpoints))
+
+    def averaged_checkpoint_steps(self) -> list[int]:
+        return [checkpoint_step(p) for p in self.averaged_checkpoints]
 
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         """Fetch one optimiser step of micro-batches and count their loss items over all processes."""
@@ -370,6 +372,13 @@ class LossTrainerMixin:
         if self.args.should_save:
             write_model_card(self.model_card(), self.args.output_dir)
         super()._push_from_checkpoint(checkpoint_folder)
+
+
+class _CheckAveragingOnTrainBegin(TrainerCallback):
+    """Refuse, before the first step, a run too short to save the checkpoints ``--average_checkpoints`` needs."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        check_averaging(args, state.max_steps)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -11,6 +11,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..losses import AsymmetricPolynomialLoss
 from ..metrics import MultiLabelMetrics, sigmoid, tune_threshold
+from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
 
@@ -18,7 +19,7 @@ _NO_POLY = {"alpha1": 0.0, "alpha2": 0.0, "beta1": 0.0}
 
 
 @dataclass
-class MultiLabelConfig(LossConfigMixin, TrainingArguments):
+class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingArguments):
     """TrainingArguments plus the multi-label loss: a preset (``loss``) whose knobs any flag you set overrides.
 
     What each preset means: ``PRESETS`` below (the maths: docs/losses.md). ``poly1`` sets alpha1 = beta1 =

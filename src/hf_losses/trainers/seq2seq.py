@@ -12,13 +12,14 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from ..losses import EncouragingLoss, LinearEncouragingLoss
 from ..metrics.calibration import TokenCalibration, token_calibration_counts
+from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
 from .lm_head import LMHeadInputs, lm_head_parameters, run_without_lm_head
 
 
 @dataclass
-class EncouragingSeq2SeqConfig(LossConfigMixin, Seq2SeqTrainingArguments):
+class EncouragingSeq2SeqConfig(LossConfigMixin, CheckpointAveragingArguments, Seq2SeqTrainingArguments):
     """Seq2SeqTrainingArguments plus the encouraging-loss settings (exposed as CLI flags by HfArgumentParser).
 
     ``label_smoothing_factor`` smooths the NLL and the bonus alike, as in the paper's translation criterion.
