@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from hf_losses.metrics import MultiLabelMetrics, multilabel_metrics, sigmoid, tune_threshold
+from hf_losses.metrics import (
+    MultiLabelMetrics,
+    multilabel_metrics,
+    sigmoid,
+    tune_class_thresholds,
+    tune_threshold,
+)
 from hf_losses.metrics.multilabel import default_thresholds
 
 # Fixture: 3 examples x 4 labels, no ties within a row or within a column.
@@ -169,3 +175,33 @@ def test_compute_metrics_callable_from_logits():
     # The stored probabilities feed tune_threshold directly.
     threshold, f1 = tune_threshold(metrics.last_scores, metrics.last_targets)
     assert 0.05 <= threshold <= 0.95 and f1 >= 4 / 7
+
+
+# Per-class thresholds, worked by hand on the grid (0.3, 0.5, 0.7):
+#   label 0: F1 0.8 / 1 / 0.667 -> 0.5;  label 1: F1 1 / 0 / 0 -> 0.3;
+#   label 2: no positive -> the fallback 0.4;  label 3: F1 0.667 / 1 / 1 -> 0.5 (the tie closest to 0.5).
+PER_CLASS_SCORES = np.array(
+    [[0.9, 0.35, 0.8, 0.8], [0.6, 0.1, 0.75, 0.4], [0.4, 0.32, 0.1, 0.1], [0.2, 0.2, 0.1, 0.1]]
+)
+PER_CLASS_TARGETS = np.array([[1, 1, 0, 1], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+
+
+def test_class_thresholds_maximise_each_label_f1():
+    found = tune_class_thresholds(
+        PER_CLASS_SCORES, PER_CLASS_TARGETS, fallback=0.4, candidates=[0.3, 0.5, 0.7]
+    )
+    np.testing.assert_allclose(found, [0.5, 0.3, 0.4, 0.5])
+
+
+def test_per_class_f1_uses_each_label_threshold():
+    # predictions: label 0 rows 0-1, label 1 rows 0 and 2, label 2 rows 0-1 (both false), label 3 row 0:
+    # per-label F1 1, 1, 0, 1 -> macro 0.75; micro TP 5, FP 2, FN 0 -> 10 / 12.
+    out = multilabel_metrics(PER_CLASS_SCORES, PER_CLASS_TARGETS, class_thresholds=[0.5, 0.3, 0.4, 0.5])
+    assert out["f1_macro_per_class"] == pytest.approx(0.75)
+    assert out["f1_micro_per_class"] == pytest.approx(10 / 12)
+    assert "f1_macro_per_class" not in multilabel_metrics(PER_CLASS_SCORES, PER_CLASS_TARGETS)
+
+
+def test_class_thresholds_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match="class_thresholds must be 4 values"):
+        multilabel_metrics(PER_CLASS_SCORES, PER_CLASS_TARGETS, class_thresholds=[0.5, 0.5])

@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
@@ -165,6 +166,28 @@ def test_tune_threshold_from_the_config_and_label_names_in_the_card(tmp_path):
     card = card_text(tmp_path)
     assert "tuned for micro-F1 on the `validation` split" in card
     assert "`topic0`" in card and "Threshold: not recorded" not in card
+
+
+def test_class_thresholds_are_tuned_stored_and_reported_beside_the_global_one(tmp_path):
+    from sklearn.metrics import f1_score
+
+    trainer = multilabel_trainer(tmp_path, tune_threshold=True, tune_class_thresholds=True)
+    trainer.train()
+    thresholds = trainer.class_thresholds
+    assert len(thresholds) == trainer.model.config.num_labels == len(trainer.model.config.class_thresholds)
+    metrics = trainer.evaluate()
+    scores = trainer.compute_metrics.last_scores
+    targets = trainer.compute_metrics.last_targets
+    expected = f1_score(targets, scores >= np.asarray(thresholds), average="macro", zero_division=0)
+    assert metrics["eval_f1_macro_per_class"] == pytest.approx(expected)
+    assert "eval_f1_macro" in metrics
+    trainer.create_model_card()
+    assert "Per-class thresholds" in card_text(tmp_path)
+
+
+def test_class_thresholds_need_the_global_tuning(tmp_path):
+    with pytest.raises(ValueError, match="--tune_class_thresholds tunes on the data of --tune_threshold"):
+        MultiLabelConfig(**run_args(tmp_path, tune_class_thresholds=True))
 
 
 @pytest.mark.parametrize("make", [seq2seq_trainer, multilabel_trainer])

@@ -12,7 +12,7 @@ Trainer's prefixes (``eval_bleu``, ``test_f1_micro``: pass one split's metrics) 
 signatures (``bleu_signature``, ``chrf_signature``); non-finite values are dropped, and without the task's
 headline metrics the card says "not evaluated yet" and has no `model-index` results. ``extra`` may give
 ``license``, ``model_id`` (for the usage snippet), ``tags``, ``language``, ``threshold``, ``threshold_tuned``,
-``threshold_split``, ``label_names``, ``example_input`` and ``notes``.
+``threshold_split``, ``class_thresholds``, ``label_names``, ``example_input`` and ``notes``.
 
 Secrets. Every key containing "token", "secret", "password", "api_key" or "credential" (e.g. ``hub_token``)
 and every value that looks like a Hugging Face access token are left out of the card.
@@ -344,6 +344,10 @@ def render_model_card(
         "threshold": threshold,
         "threshold_tuned": bool(extra.get("threshold_tuned", False)),
         "threshold_split": extra.get("threshold_split"),
+        "class_thresholds": extra.get("class_thresholds"),
+        "class_threshold_rows": _class_threshold_rows(
+            extra.get("class_thresholds"), extra.get("label_names") or dataset.get("label_names")
+        ),
         "generate_kwargs": "".join(f", {k}={v}" for k, v in generate_kwargs.items() if v is not None),
         "example_input": extra.get(
             "example_input", _EXAMPLE_INPUT.get(str(source_lang), "A short example text.")
@@ -355,6 +359,14 @@ def render_model_card(
     card = ModelCard.from_template(card_data, template_str=template, **template_kwargs)
     card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"
     return card
+
+
+def _class_threshold_rows(thresholds: list[float] | None, names: list[str] | None) -> list[tuple[str, str]]:
+    """(label name, threshold) pairs; labels without a name are named by index."""
+    if not thresholds:
+        return []
+    names = list(names or [])
+    return [(names[i] if i < len(names) else str(i), f"{t:g}") for i, t in enumerate(thresholds)]
 
 
 def write_model_card(card: ModelCard | str, output_dir: str | os.PathLike) -> Path:

@@ -6,7 +6,14 @@ from .calibration import (
     reliability_counts,
     token_calibration_counts,
 )
-from .multilabel import MultiLabelMetrics, classwise_ece, multilabel_metrics, sigmoid, tune_threshold
+from .multilabel import (
+    MultiLabelMetrics,
+    classwise_ece,
+    multilabel_metrics,
+    sigmoid,
+    tune_class_thresholds,
+    tune_threshold,
+)
 from .translation import Seq2SeqMetrics, translation_metrics
 
 __all__ = [
@@ -20,5 +27,6 @@ __all__ = [
     "sigmoid",
     "token_calibration_counts",
     "translation_metrics",
+    "tune_class_thresholds",
     "tune_threshold",
 ]

@@ -28,7 +28,14 @@ from sklearn.metrics import average_precision_score, f1_score, hamming_loss, pre
 
 from .calibration import expected_calibration_error, reliability_counts
 
-__all__ = ["MultiLabelMetrics", "classwise_ece", "multilabel_metrics", "sigmoid", "tune_threshold"]
+__all__ = [
+    "MultiLabelMetrics",
+    "classwise_ece",
+    "multilabel_metrics",
+    "sigmoid",
+    "tune_class_thresholds",
+    "tune_threshold",
+]
 
 TOP_K = (1, 3, 5)
 
@@ -88,14 +95,27 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def multilabel_metrics(scores: Any, targets: Any, threshold: float = 0.5) -> dict[str, float]:
-    """F1/precision/recall (micro, macro), mAP, P@1/3/5, nDCG@1/3/5, Hamming loss and classwise ECE of probabilities."""
+def multilabel_metrics(
+    scores: Any, targets: Any, threshold: float = 0.5, class_thresholds: Any = None
+) -> dict[str, float]:
+    """F1/precision/recall (micro, macro), mAP, P@1/3/5, nDCG@1/3/5, Hamming loss and classwise ECE of probabilities.
+
+    With ``class_thresholds`` (one per label) also ``f1_micro_per_class`` and ``f1_macro_per_class``: the F1s
+    of predicting label j when its probability is ``>= class_thresholds[j]``.
+    """
     s, t = _check(scores, targets)
     pred = (s >= threshold).astype(np.int64)
     out: dict[str, float] = {}
     for name, fn in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
         for average in ("micro", "macro"):
             out[f"{name}_{average}"] = float(fn(t, pred, average=average, zero_division=0))
+    if class_thresholds is not None:
+        per_class = _check_class_thresholds(class_thresholds, s.shape[1])
+        pred_per_class = (s >= per_class).astype(np.int64)
+        for average in ("micro", "macro"):
+            out[f"f1_{average}_per_class"] = float(
+                f1_score(t, pred_per_class, average=average, zero_division=0)
+            )
     out["map"] = mean_average_precision(s, t)
     for k in TOP_K:
         out[f"p@{k}"] = precision_at_k(s, t, k)
@@ -147,6 +167,38 @@ def tune_threshold(
     return best
 
 
+def _check_class_thresholds(thresholds: Any, num_labels: int) -> np.ndarray:
+    values = np.asarray(thresholds, dtype=np.float64)
+    if values.shape != (num_labels,) or not np.all((values > 0) & (values < 1)):
+        raise ValueError(f"class_thresholds must be {num_labels} values in (0, 1); got shape {values.shape}")
+    return values
+
+
+def _f1_counts(pred: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-label F1 = 2TP / (2TP + FP + FN) of 0/1 predictions [N, L] (0 where undefined)."""
+    tp = np.sum(pred & (targets == 1), axis=0)
+    wrong = np.sum(pred != (targets == 1), axis=0)
+    denom = 2 * tp + wrong
+    return np.divide(2 * tp, denom, out=np.zeros(pred.shape[1]), where=denom > 0)
+
+
+def tune_class_thresholds(
+    scores: Any, targets: Any, fallback: float = 0.5, candidates: Iterable[float] | None = None
+) -> np.ndarray:
+    """One threshold per label from the grid, maximising that label's F1 (ties: the one closest to 0.5).
+
+    A label without any positive in ``targets`` cannot be tuned (its F1 is 0 everywhere) and gets ``fallback``.
+    """
+    s, t = _check(scores, targets)
+    grid = default_thresholds() if candidates is None else np.asarray(list(candidates), dtype=np.float64)
+    if grid.size == 0:
+        raise ValueError("candidates must not be empty")
+    order = sorted(grid.tolist(), key=lambda c: (round(abs(c - 0.5), 9), c))
+    f1 = np.stack([_f1_counts(s >= thr, t) for thr in order])  # [candidates, L], closest to 0.5 first
+    best = np.asarray(order)[np.argmax(f1 > f1.max(axis=0) - 1e-12, axis=0)]
+    return np.where(t.any(axis=0), best, fallback)
+
+
 class MultiLabelMetrics:
     """`compute_metrics` for `Trainer`: sigmoid of logits [N, L] vs 0/1 labels [N, L] -> `multilabel_metrics`.
 
@@ -154,8 +206,9 @@ class MultiLabelMetrics:
     targets of the last call are kept in ``last_scores`` / ``last_targets`` for that purpose.
     """
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, class_thresholds: Any = None):
         self.threshold = float(threshold)
+        self.class_thresholds = class_thresholds
         self.last_scores: np.ndarray | None = None
         self.last_targets: np.ndarray | None = None
 
@@ -166,4 +219,6 @@ class MultiLabelMetrics:
             logits = logits[0]
         self.last_scores = sigmoid(logits)
         self.last_targets = np.asarray(eval_pred.label_ids)
-        return multilabel_metrics(self.last_scores, self.last_targets, threshold=self.threshold)
+        return multilabel_metrics(
+            self.last_scores, self.last_targets, self.threshold, class_thresholds=self.class_thresholds
+        )

@@ -10,7 +10,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..losses import AsymmetricPolynomialLoss
-from ..metrics import MultiLabelMetrics, sigmoid, tune_threshold
+from ..metrics import MultiLabelMetrics, sigmoid, tune_class_thresholds, tune_threshold
 from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
@@ -122,9 +122,19 @@ class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingAr
         },
     )
 
+    tune_class_thresholds: bool = field(
+        default=False,
+        metadata={
+            "help": "With --tune_threshold: also tune one threshold per class (maximising that class's F1) on "
+            "the same data; reported beside the global threshold's F1 as *_f1_{micro,macro}_per_class."
+        },
+    )
+
     def __post_init__(self):
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"--threshold must be in (0, 1), got {self.threshold!r}")
+        if self.tune_class_thresholds and not self.tune_threshold:
+            raise ValueError("--tune_class_thresholds tunes on the data of --tune_threshold: set both")
         super().__post_init__()
         self.check_loss()
 
@@ -182,6 +192,7 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
             self.compute_metrics = MultiLabelMetrics(threshold=self.args.threshold)
         self.threshold_dataset, self.threshold_dataset_split = threshold_dataset, threshold_split
         self.threshold_split: str | None = None  # where the threshold was tuned, if it was
+        self.class_thresholds: list[float] | None = None  # per-class thresholds, if tuned
 
     def count_items(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.tensor(labels.numel(), device=labels.device)
@@ -207,15 +218,22 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
         """Set the global threshold maximising micro-F1 on `dataset` (default: the eval set), everywhere it is used.
 
         The threshold goes into args, the metrics, the model config (saved with the model) and the card, which
-        names `split` as the data it was tuned on.
+        names `split` as the data it was tuned on. With ``args.tune_class_thresholds`` the per-class thresholds
+        (each maximising its class's F1) are tuned on the same predictions and go to the same places.
         """
         output = self.predict(dataset if dataset is not None else self.eval_dataset, metric_key_prefix="tune")
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        threshold, f1 = tune_threshold(sigmoid(logits), np.asarray(output.label_ids))
+        scores, targets = sigmoid(logits), np.asarray(output.label_ids)
+        threshold, f1 = tune_threshold(scores, targets)
         self.args.threshold = threshold
+        config = self.accelerator.unwrap_model(self.model).config
+        config.threshold = threshold
+        if self.args.tune_class_thresholds:
+            self.class_thresholds = tune_class_thresholds(scores, targets, fallback=threshold).tolist()
+            config.class_thresholds = self.class_thresholds
         if isinstance(self.compute_metrics, MultiLabelMetrics):
             self.compute_metrics.threshold = threshold
-        self.accelerator.unwrap_model(self.model).config.threshold = threshold
+            self.compute_metrics.class_thresholds = self.class_thresholds
         self.threshold_split = split
         return threshold, f1
 
@@ -227,5 +245,6 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
             "threshold": self.args.threshold,
             "threshold_tuned": self.threshold_split is not None,
             "threshold_split": self.threshold_split,
+            "class_thresholds": self.class_thresholds,
             "label_names": names if names != default_names else self.dataset_info.label_names,
         }
