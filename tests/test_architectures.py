@@ -9,6 +9,7 @@ checkpoint, evaluate, save_model and reload; ``loss="bce"`` gives the weights of
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -224,3 +225,19 @@ def test_multilabel_bce_equals_stock_trainer(tmp_path, arch):
     assert stock_model.config.problem_type == "multi_label_classification"
     assert_same_weights(weights(ours_model), weights(stock_model))
     assert_moved(ours_model, tiny_encoder_classifier(arch))
+
+
+def test_classifier_bias_starts_at_the_smoothed_label_frequencies():
+    from hf_losses.models import set_classifier_bias_to_prior
+    from tests.helpers.tiny import tiny_bert
+
+    model = tiny_bert()
+    labels = model.config.num_labels
+    targets = np.zeros((8, labels), dtype=np.int64)
+    targets[:3, 0] = 1  # label 0 on 3 of 8 examples: q = 4 / 10
+    set_classifier_bias_to_prior(model, targets)
+    expected = np.full(labels, 1 / 10)
+    expected[0] = 4 / 10
+    np.testing.assert_allclose(torch.sigmoid(model.classifier.bias).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=f"targets must be \\[examples, {labels}\\]"):
+        set_classifier_bias_to_prior(model, targets[:, :1])

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
@@ -227,3 +230,22 @@ def load_classifier(
         config, trust_remote_code=model_args.trust_remote_code
     )
     return tokenizer, model
+
+
+@torch.no_grad()
+def set_classifier_bias_to_prior(model: PreTrainedModel, targets) -> torch.Tensor:
+    """Start a fresh multi-label head at the label frequencies: bias_j = log(q_j / (1 - q_j)).
+
+    q_j = (positives of label j + 1) / (examples + 2), so that sigmoid(bias) is the (smoothed) share of training
+    examples with label j: the head need not spend its first steps learning how rare each label is. The head is
+    the model's last ``nn.Linear`` with one output per label. Returns the bias.
+    """
+    counts = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
+    if counts.ndim != 2 or counts.shape[1] != model.config.num_labels:
+        raise ValueError(f"targets must be [examples, {model.config.num_labels}] 0/1 labels")
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == counts.shape[1]]
+    if not heads or heads[-1].bias is None:
+        raise ValueError(f"{type(model).__name__} has no output layer with a bias per label")
+    prior = (counts.sum(0) + 1) / (counts.shape[0] + 2)
+    heads[-1].bias.copy_(torch.log(prior / (1 - prior)).to(heads[-1].bias.dtype))
+    return heads[-1].bias
