@@ -238,6 +238,6 @@ def test_classifier_bias_starts_at_the_smoothed_label_frequencies():
     set_classifier_bias_to_prior(model, targets)
     expected = np.full(labels, 1 / 10)
     expected[0] = 4 / 10
-    np.testing.assert_allclose(torch.sigmoid(model.classifier.bias).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(torch.sigmoid(model.classifier.bias.detach()).numpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match=f"targets must be \\[examples, {labels}\\]"):
         set_classifier_bias_to_prior(model, targets[:, :1])
