@@ -93,8 +93,16 @@ def compiled(fn: Callable, **kwargs) -> Callable:
     return torch.compile(lambda *args: fn(*args, **kwargs))
 
 
-def el_cases(rows: int, vocab: int, dtype: torch.dtype, eps: float, log_end: float, with_plain: bool):
-    group = f"EL LS={eps:g} LE={log_end:g}"
+def el_cases(
+    rows: int,
+    vocab: int,
+    dtype: torch.dtype,
+    eps: float,
+    log_end: float,
+    with_plain: bool,
+    bonus: str = "log",
+):
+    group = f"EL LS={eps:g} LE={log_end:g}" if bonus == "log" else f"EL {bonus} LS={eps:g}"
     shape = (rows, vocab)
     cases = [
         Case(
@@ -110,7 +118,7 @@ def el_cases(rows: int, vocab: int, dtype: torch.dtype, eps: float, log_end: flo
             "hf_losses encouraging_loss",
             shape,
             dtype,
-            lambda z, y: encouraging_loss(z, y, log_end=log_end, label_smoothing=eps),
+            lambda z, y: encouraging_loss(z, y, log_end=log_end, label_smoothing=eps, bonus=bonus),
             "classes",
         ),
     ]
@@ -223,6 +231,9 @@ def all_cases(quick: bool, groups: tuple[str, ...] = GROUPS) -> tuple[list[Case]
             (torch.bfloat16, 0.1, 0.5),
         ):
             cases += el_cases(rows, vocab, dtype, eps, log_end, plain)
+        for bonus in ("power", "cosine"):
+            for dtype in (torch.float32, torch.bfloat16):
+                cases += el_cases(rows, vocab, dtype, 0.1, 1.0, with_plain=False, bonus=bonus)
     if "apl" in groups:
         for rows, cols in [(256, 64)] if quick else [(8192, 512), (2048, 4000)]:
             cases += apl_cases(rows, cols, plain)
@@ -507,6 +518,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", type=parse_groups, default=GROUPS, help=f"groups to run: {','.join(GROUPS)}"
     )
+    parser.add_argument(
+        "--match",
+        default="",
+        help="keep only the rows whose group contains one of these comma-separated texts (e.g. 'power,LE=1')",
+    )
+    parser.add_argument("--no-compiled", action="store_true", help="leave out the torch.compile rows")
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per row")
     parser.add_argument(
         "--threads",
@@ -540,6 +557,11 @@ def measure(args: argparse.Namespace, argv: list[str]) -> None:
         print(json.dumps([_peak_of(by_label[label], device) for label in request["labels"]]))
         return
     cases, min_run_time = all_cases(args.quick, args.only)
+    if args.match:
+        wanted = [text.strip() for text in args.match.split(",") if text.strip()]
+        cases = [case for case in cases if any(text in case.group for text in wanted)]
+    if args.no_compiled:
+        cases = [case for case in cases if not case.compiled]
     rows = run(cases, device, args.min_run_time or min_run_time, args.quick, args.rounds)
     add_ratios(rows)
     chart_rows = []

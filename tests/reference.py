@@ -9,6 +9,12 @@ SPEC section 1 (Encouraging Loss), for one token with logits z, p = softmax(z), 
     b(p) = log(1 - LE) - (p - LE) / (1 - LE)       if p >  LE
     l    = (1 - eps) * [-log p_y + rho * b(p_y)] + (eps / V) * sum_j [-log p_j + rho * b(p_j)]
 
+  and its other shapes (docs/losses.md), with bonus start s and bonus smoothing e (default eps):
+
+    b(p) = -p^a  ("power"),  b(p) = cos(pi p) - 1  ("cosine")
+    b_s(p) = b(p) - b(s) for p >= s, else 0
+    l    = (1 - eps) (-log p_y) + (eps / V) sum_j -log p_j + rho [(1 - e) b_s(p_y) + (e / V) sum_j b_s(p_j)]
+
 SPEC section 2 (Asymmetric Polynomial Loss), for one label with logit x, p = sigmoid(x), t in {0, 1}:
 
     t = 1:  w+ = (1 - p)^gamma_pos,  l+ = w+ * [-log p + alpha1 (1 - p) + alpha2 (1 - p)^2]
@@ -82,15 +88,30 @@ def el_bonus(p: torch.Tensor, log_end: float, log1m_p: torch.Tensor | None = Non
     return torch.where(p <= le, log1m_p, tangent)
 
 
-def _el_per_class_terms(z2, log_end, bonus_weight, exact_log1m):
-    """Return (log p, p, b(p)) for every class; z2: [N, V] float64."""
+def bonus_shape(p, bonus: str, bonus_power: float = 1.0) -> torch.Tensor:
+    """b(p) of the "power" and "cosine" shapes, as written."""
+    if bonus == "power":
+        return -safe_pow(p, bonus_power)
+    assert bonus == "cosine", bonus
+    return torch.cos(math.pi * p) - 1.0
+
+
+def _el_per_class_terms(z2, log_end, exact_log1m, bonus="log", bonus_power=1.0, bonus_start=0.0):
+    """Return (log p, p, b_s(p)) for every class; z2: [N, V] float64."""
     logp = torch.log_softmax(z2, dim=-1)
     p = logp.exp()
-    log1m = log1m_softmax_exact(z2) if exact_log1m else None
-    if exact_log1m and float(log_end) < 1.0:
-        # keep the unused log branch finite for p > LE
-        log1m = torch.where(p <= log_end, log1m, torch.zeros_like(log1m))
-    b = el_bonus(p, log_end, log1m)
+    if bonus != "log":
+        b = bonus_shape(p, bonus, bonus_power)
+        b_start = bonus_shape(torch.tensor(float(bonus_start), dtype=F64), bonus, bonus_power)
+    else:
+        log1m = log1m_softmax_exact(z2) if exact_log1m else None
+        if exact_log1m and float(log_end) < 1.0:
+            # keep the unused log branch finite for p > LE
+            log1m = torch.where(p <= log_end, log1m, torch.zeros_like(log1m))
+        b = el_bonus(p, log_end, log1m)
+        b_start = el_bonus(torch.tensor(float(bonus_start), dtype=F64), log_end)
+    if bonus_start > 0:
+        b = torch.where(p >= bonus_start, b - b_start, torch.zeros_like(b))
     return logp, p, b
 
 
@@ -101,6 +122,10 @@ def encouraging_loss_ref(
     log_end: float = 1.0,
     label_smoothing: float = 0.0,
     bonus_weight: float = 1.0,
+    bonus: str = "log",
+    bonus_power: float = 1.0,
+    bonus_start: float = 0.0,
+    bonus_smoothing: float | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     exact_log1m: bool = False,
@@ -113,28 +138,40 @@ def encouraging_loss_ref(
     mask = t != ignore_index
     t_safe = torch.where(mask, t, torch.zeros_like(t))
 
-    logp, p, b = _el_per_class_terms(z2, log_end, bonus_weight, exact_log1m)
+    logp, p, b = _el_per_class_terms(z2, log_end, exact_log1m, bonus, bonus_power, bonus_start)
     rho = float(bonus_weight)
     eps = float(label_smoothing)
+    e = eps if bonus_smoothing is None else float(bonus_smoothing)
 
-    per_class = -logp + rho * b  # [N, V]: -log p_j + rho * b(p_j)
-    target_term = per_class.gather(-1, t_safe.unsqueeze(-1)).squeeze(-1)
-    loss = (1.0 - eps) * target_term
-    if eps > 0:
-        loss = loss + (eps / v) * per_class.sum(-1)
+    def smoothed(per_class, eps):  # (1 - eps) x_y + (eps / V) sum_j x_j
+        return (1.0 - eps) * per_class.gather(-1, t_safe.unsqueeze(-1)).squeeze(-1) + (
+            eps / v
+        ) * per_class.sum(-1)
+
+    loss = smoothed(-logp, eps) + rho * smoothed(b, e)
     loss = torch.where(mask, loss, torch.zeros_like(loss))
     loss = loss.reshape(target.shape)
     return reduce(loss, reduction, count=int(mask.sum()))
 
 
-def encouraging_stats_ref(logits, target, *, log_end=1.0, ignore_index=-100, exact_log1m=False):
-    """(nll_sum, bonus_sum, num_tokens): plain -log p_y and unsmoothed b(p_y) summed over kept tokens."""
+def encouraging_stats_ref(
+    logits,
+    target,
+    *,
+    log_end=1.0,
+    ignore_index=-100,
+    exact_log1m=False,
+    bonus="log",
+    bonus_power=1.0,
+    bonus_start=0.0,
+):
+    """(nll_sum, bonus_sum, num_tokens): plain -log p_y and unsmoothed b_s(p_y) summed over kept tokens."""
     v = logits.shape[-1]
     z2 = logits.detach().to(F64).reshape(-1, v)
     t = target.reshape(-1)
     mask = t != ignore_index
     t_safe = torch.where(mask, t, torch.zeros_like(t))
-    logp, p, b = _el_per_class_terms(z2, log_end, 1.0, exact_log1m)
+    logp, p, b = _el_per_class_terms(z2, log_end, exact_log1m, bonus, bonus_power, bonus_start)
     nll = -logp.gather(-1, t_safe.unsqueeze(-1)).squeeze(-1)
     bon = b.gather(-1, t_safe.unsqueeze(-1)).squeeze(-1)
     zero = torch.zeros_like(nll)
@@ -146,23 +183,43 @@ def encouraging_stats_ref(logits, target, *, log_end=1.0, ignore_index=-100, exa
 
 
 def encouraging_grad_closed_form(
-    logits, target, *, log_end=1.0, label_smoothing=0.0, bonus_weight=1.0, ignore_index=-100
+    logits,
+    target,
+    *,
+    log_end=1.0,
+    label_smoothing=0.0,
+    bonus_weight=1.0,
+    ignore_index=-100,
+    bonus="log",
+    bonus_power=1.0,
+    bonus_start=0.0,
+    bonus_smoothing=None,
 ):
-    """The closed-form gradient of SPEC 1 (reduction="sum"), used to cross-check the reference itself."""
+    """The closed-form gradient of docs/losses.md (reduction="sum"), to cross-check the reference itself:
+
+    dl/dz_k = A p_k - eps/V + rho (e/V) c_k - T [k = y],  c_j = p_j b_s'(p_j),
+    A = 1 - rho (1 - e) c_y - rho (e/V) sum_j c_j,  T = (1 - eps) - rho (1 - e) c_y.
+    """
     v = logits.shape[-1]
     z2 = logits.detach().to(F64).reshape(-1, v)
     t = target.reshape(-1)
     mask = t != ignore_index
     t_safe = torch.where(mask, t, torch.zeros_like(t))
     eps, rho, le = float(label_smoothing), float(bonus_weight), float(log_end)
+    e = eps if bonus_smoothing is None else float(bonus_smoothing)
     p = torch.softmax(z2, -1)
-    c = -p / (1.0 - torch.clamp(p, max=le))
+    if bonus == "log":
+        c = -p / (1.0 - torch.clamp(p, max=le))
+    elif bonus == "power":
+        c = -bonus_power * p**bonus_power
+    else:
+        c = -math.pi * p * torch.sin(math.pi * p)
+    c = torch.where(p >= bonus_start, c, torch.zeros_like(c))
     big_c = c.sum(-1, keepdim=True)
     c_y = c.gather(-1, t_safe.unsqueeze(-1))
-    g_y = 1.0 - rho * c_y
-    a = (1.0 - eps) * g_y + eps * (1.0 - rho * big_c / v)
+    a = 1.0 - rho * (1.0 - e) * c_y - rho * e * big_c / v
     onehot = F.one_hot(t_safe, v).to(F64)
-    grad = a * p + (eps / v) * (rho * c - 1.0) - (1.0 - eps) * g_y * onehot
+    grad = a * p - eps / v + rho * (e / v) * c - ((1.0 - eps) - rho * (1.0 - e) * c_y) * onehot
     grad = grad * mask.unsqueeze(-1).to(F64)
     return grad.reshape(logits.shape)
 

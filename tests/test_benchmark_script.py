@@ -61,6 +61,9 @@ def test_full_cases_cover_the_issue_rows():
     assert ("EL LS=0 LE=0.5", "plain formula + torch.compile", (4096, 32000), "torch.float32") in rows
     assert ("EL LS=0.1 LE=1", "hf_losses encouraging_loss", (4096, 32000), "torch.float32") in rows
     assert ("EL LS=0.1 LE=0.5", "F.cross_entropy(ls=0.1)", (4096, 32000), "torch.bfloat16") in rows
+    for bonus in ("power", "cosine"):
+        for dtype in ("torch.float32", "torch.bfloat16"):
+            assert (f"EL {bonus} LS=0.1", "hf_losses encouraging_loss", (4096, 32000), dtype) in rows
     for shape in [(8192, 512), (2048, 4000)]:
         assert ("APL (defaults)", "plain formula + torch.compile", shape, "torch.float32") in rows
     assert (

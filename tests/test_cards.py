@@ -265,3 +265,26 @@ def test_unknown_dataset_is_named_not_an_error():
     card = render_model_card("translation", **{**TRANSLATION, "dataset": None})
     assert "datasets" not in card.data.to_dict()
     assert "`unknown`" in card.text
+
+
+def test_translation_card_names_the_bonus_shape_and_schedule(tmp_path):
+    """The card's loss table comes from loss_settings(): shape and schedule included."""
+    from hf_losses import EncouragingSeq2SeqConfig
+
+    args = EncouragingSeq2SeqConfig(
+        output_dir=str(tmp_path),
+        loss="el",
+        bonus="power",
+        bonus_power=2.0,
+        bonus_schedule="linear",
+        bonus_warmup_ratio=0.1,
+    )
+    card = render_model_card("translation", **{**TRANSLATION, "loss": args.loss_settings()})
+    for needle in (
+        "`bonus` | power",
+        "`bonus_power` | 2",
+        "`bonus_schedule` | linear",
+        "`bonus_warmup_ratio` | 0.1",
+    ):
+        assert needle in card.text
+    assert card.text.index("`bonus` | power") < card.text.index("`bonus_weight`")

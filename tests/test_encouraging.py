@@ -955,3 +955,213 @@ def test_shape_mismatch(zshape, tshape):
     for call in _call_all(z, t):
         with pytest.raises(ValueError, match=r"(?i)target|shape"):
             call()
+
+
+# ----------------------------------------------------------------------------------------------
+# bonus shapes, bonus start, bonus smoothing
+# ----------------------------------------------------------------------------------------------
+
+# (bonus, bonus_power, log_end)
+SHAPES = [
+    ("log", 1.0, 1.0),
+    ("log", 1.0, 0.75),
+    ("log", 1.0, 0.4),
+    ("power", 1.0, 1.0),
+    ("power", 0.5, 1.0),
+    ("power", 2.5, 1.0),
+    ("cosine", 1.0, 1.0),
+]
+BONUS_STARTS = [0.0, 0.25, 0.8]  # not a probability of CONFIDENT_PROBS: the gradient jumps there
+BONUS_SMOOTHINGS = [None, 0.0, 0.2, 1.0]
+
+
+def _shape_kw(shape, bonus_start=0.0, bonus_smoothing=None, label_smoothing=0.0, bonus_weight=1.0):
+    bonus, power, log_end = shape
+    return dict(
+        bonus=bonus,
+        bonus_power=power,
+        log_end=log_end,
+        bonus_start=bonus_start,
+        bonus_smoothing=bonus_smoothing,
+        label_smoothing=label_smoothing,
+        bonus_weight=bonus_weight,
+    )
+
+
+@pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("bonus_smoothing", BONUS_SMOOTHINGS)
+@pytest.mark.parametrize("bonus_start", BONUS_STARTS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_bonus_options_match_reference(shape, bonus_start, bonus_smoothing, label_smoothing):
+    """Every shape x start x bonus smoothing x label smoothing: float32 and float64 values and gradients."""
+    kw = _shape_kw(shape, bonus_start, bonus_smoothing, label_smoothing, bonus_weight=0.7)
+    gen = _gen(hash((shape, bonus_start, bonus_smoothing, label_smoothing)) % 2**31)
+    z, t = make_el_inputs((30,), 13, gen=gen, probs=CONFIDENT_PROBS, ignore_frac=0.15, wrong_frac=0.4)
+    for dtype, value_tol, grad_tol in (
+        (torch.float32, F32_VALUE_TOL, F32_GRAD_TOL),
+        (F64, F64_VALUE_TOL, F64_GRAD_TOL),
+    ):
+        for reduction in ("sum", "none"):
+            lv, lg = _lib_value_and_grad(z.to(dtype), t, reduction=reduction, **kw)
+            rv, rg = _ref_value_and_grad(z.to(dtype), t, reduction=reduction, exact_log1m=True, **kw)
+            assert_close(lv, rv, name="loss", **value_tol)
+            assert_close(lg, rg, name="grad", **grad_tol)
+    stats = encouraging_loss(z, t, return_stats=True, **kw)
+    nll, bonus, count = encouraging_stats_ref(
+        z, t, log_end=kw["log_end"], bonus=kw["bonus"], bonus_power=kw["bonus_power"], bonus_start=bonus_start
+    )
+    assert_close(stats.nll, nll, rtol=1e-12, atol=1e-12)
+    assert_close(stats.bonus, bonus, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bonus_smoothing", [None, 0.3])
+@pytest.mark.parametrize("bonus_start", [0.0, 0.25])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_reference_gradient_is_the_closed_form(shape, bonus_start, bonus_smoothing):
+    """The reference's autograd gradient equals the closed form written in docs/losses.md (float64)."""
+    kw = _shape_kw(shape, bonus_start, bonus_smoothing, label_smoothing=0.1, bonus_weight=0.8)
+    z, t = make_el_inputs((20,), 11, gen=_gen(3), probs=CONFIDENT_PROBS, ignore_frac=0.1, wrong_frac=0.4)
+    _, rg = _ref_value_and_grad(z, t, reduction="sum", **kw)
+    assert_close(rg, encouraging_grad_closed_form(z, t, **kw), rtol=1e-9, atol_scale=1e-10)
+
+
+def _adversarial_rows(v, gen):
+    """Rows with gaps of thousands of nats, ties at the top, targets far below, offsets of +-1e4."""
+    base = torch.randn(8, v, generator=gen, dtype=F64)
+    base[0, 3] += 3000.0  # a non-target class dominates
+    base[1, 0] += 3000.0  # the target dominates
+    base[2, 1:3] += 40.0  # a tie at the top
+    base[3, 0] -= 2000.0  # the target far below
+    base[4] *= 300.0
+    base[5, 0] += 17.0  # p_y within ~1e-7 of 1
+    base[6, 5] += 16.0
+    offsets = torch.tensor([1e4, -1e4, 9999.5, -9876.0, 0.0, 1e4, -1e4, 5e3], dtype=F64)
+    z = base + offsets.unsqueeze(1)
+    t = torch.zeros(8, dtype=torch.long)
+    t[6] = 2
+    return z, t
+
+
+@pytest.mark.parametrize("bonus_smoothing", [None, 0.0, 0.5])
+@pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("bonus_start", [0.0, 0.25])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_bonus_options_on_adversarial_logits(shape, bonus_start, label_smoothing, bonus_smoothing):
+    kw = _shape_kw(shape, bonus_start, bonus_smoothing, label_smoothing)
+    z, t = _adversarial_rows(9, _gen(11))
+    z = z.float()
+    # the reference takes the same (float32) logits, relative to their row maximum: exact in float64
+    ref_z = z.double() - z.double().amax(1, keepdim=True)
+    lv, lg = _lib_value_and_grad(z, t, reduction="none", **kw)
+    rv, rg = _ref_value_and_grad(ref_z, t, reduction="none", exact_log1m=True, **kw)
+    assert_close(lv, rv, name="loss", **F32_VALUE_TOL)
+    assert_close(lg, rg, name="grad", **F32_GRAD_TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES[::2] + [SHAPES[-1]], ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_bonus_options_large_vocabulary(shape):
+    """256k classes, a few rows (confident and random), float32 against float64."""
+    kw = _shape_kw(shape, 0.2, 0.3, 0.1)
+    z, t = make_el_inputs((4,), 256_000, gen=_gen(2), probs=[0.01, 0.6, 0.99, 0.9], wrong_frac=0.5)
+    lv, lg = _lib_value_and_grad(z.float(), t, reduction="none", **kw)
+    rv, rg = _ref_value_and_grad(z, t, reduction="none", **kw)
+    assert_close(lv, rv, name="loss", **F32_VALUE_TOL)
+    assert_close(lg, rg, name="grad", **F32_GRAD_TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_bonus_options_low_precision_logits(shape, dtype):
+    """bf16/fp16 logits: the float32 loss of exactly those logits, the gradient rounded to their dtype."""
+    kw = _shape_kw(shape, 0.25, 0.2, 0.1)
+    z, t = make_el_inputs(
+        (12,), 50, gen=_gen(5), probs=[0.1, 0.5, 0.9, 0.99], ignore_frac=0.2, wrong_frac=0.3
+    )
+    z = z.to(dtype)
+    lv, lg = _lib_value_and_grad(z, t, reduction="none", **kw)
+    assert lv.dtype == torch.float32 and lg.dtype == dtype
+    rv, rg = _ref_value_and_grad(z, t, reduction="none", exact_log1m=True, **kw)
+    assert_close(lv, rv, name="loss", **F32_VALUE_TOL)
+    assert_close(lg, rg, rtol=8e-3, atol_scale=4e-3, name="grad")
+
+
+@pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_zero_bonus_weight_is_cross_entropy_for_every_shape(shape, label_smoothing):
+    kw = _shape_kw(shape, 0.25, 0.5, label_smoothing, bonus_weight=0.0)
+    z, t = make_el_inputs((6, 5), 40, gen=_gen(8), probs=CONFIDENT_PROBS, ignore_frac=0.2)
+    lv, lg = _lib_value_and_grad(z.float(), t, **kw)
+    ce_z = z.float().clone().requires_grad_(True)
+    ce = F.cross_entropy(ce_z.flatten(0, 1), t.flatten(), label_smoothing=label_smoothing)
+    ce.backward()
+    assert_close(lv, ce, rtol=1e-6, atol=1e-7, name="loss")
+    assert_close(lg, ce_z.grad, rtol=1e-5, atol_scale=1e-6, name="grad")
+
+
+def test_default_bonus_start_and_smoothing_are_todays_loss():
+    """bonus_start=0 and bonus_smoothing=None (= label_smoothing) give exactly the loss without them."""
+    z, t = make_el_inputs((7, 3), 30, gen=_gen(9), probs=CONFIDENT_PROBS, ignore_frac=0.2)
+    z = z.float()
+    for log_end, eps in ((1.0, 0.1), (0.5, 0.1), (0.75, 0.0)):
+        base, base_grad = _lib_value_and_grad(z, t, log_end=log_end, label_smoothing=eps, reduction="none")
+        for extra in (
+            dict(bonus_start=0.0),
+            dict(bonus_smoothing=eps),
+            dict(bonus="log", bonus_smoothing=None),
+        ):
+            lv, lg = _lib_value_and_grad(
+                z, t, log_end=log_end, label_smoothing=eps, reduction="none", **extra
+            )
+            torch.testing.assert_close(lv, base, rtol=0, atol=0)
+            torch.testing.assert_close(lg, base_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bonus_weight", [0.5, 1.0])
+def test_power_one_is_nll_minus_p(bonus_weight):
+    """bonus='power', bonus_power=1, no smoothing: l = -log p_y - rho p_y, gradient included."""
+    z, t = make_el_inputs((40,), 25, gen=_gen(4), probs=CONFIDENT_PROBS, wrong_frac=0.3)
+    z = z.float()
+    lv, lg = _lib_value_and_grad(z, t, bonus="power", bonus_weight=bonus_weight, reduction="none")
+    x = z.double().requires_grad_(True)
+    expected = (
+        F.cross_entropy(x, t, reduction="none") - bonus_weight * x.softmax(1).gather(1, t[:, None])[:, 0]
+    )
+    (expected * _cotangent(expected.shape).double()).sum().backward()
+    assert_close(lv, expected, name="loss", **F32_VALUE_TOL)
+    assert_close(lg, x.grad, name="grad", **F32_GRAD_TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}")
+def test_bonus_is_continuous_at_its_start(shape):
+    """Just below and just above p_y = bonus_start the loss agrees (the shifted bonus is 0 there)."""
+    others = torch.randn(12, generator=_gen(6), dtype=F64)
+    kw = _shape_kw(shape, 0.4, 0.0)
+    below = logits_with_prob(others, 0, 0.4 - 1e-9).unsqueeze(0)
+    above = logits_with_prob(others, 0, 0.4 + 1e-9).unsqueeze(0)
+    t = torch.tensor([0])
+    low, high = encouraging_loss(below, t, **kw), encouraging_loss(above, t, **kw)
+    assert abs(low.item() - high.item()) < 1e-7
+    assert encouraging_loss(below, t, return_stats=True, **kw).bonus.item() == 0.0
+    assert encouraging_loss(above, t, return_stats=True, **kw).bonus.item() < 0.0
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(bonus="exp"), r"bonus must be one of 'log', 'power', 'cosine', got 'exp'"),
+        (dict(bonus="power", bonus_power=0.0), r"bonus_power must be > 0, got 0.0"),
+        (dict(bonus="power", bonus_power=-1.0), r"bonus_power must be > 0"),
+        (dict(bonus_start=1.0), r"bonus_start must be in \[0, 1\), got 1.0"),
+        (dict(bonus_start=-0.1), r"bonus_start must be in \[0, 1\)"),
+        (dict(bonus_smoothing=1.5), r"bonus_smoothing must be in \[0, 1\], got 1.5"),
+        (dict(bonus_smoothing=-0.5), r"bonus_smoothing must be in \[0, 1\]"),
+        (dict(bonus="cosine", log_end=0.5), r"log_end must be 1 unless bonus='log'"),
+        (dict(bonus="log", bonus_power=2.0), r"bonus_power must be 1 unless bonus='power'"),
+    ],
+)
+def test_invalid_bonus_options(kw, message):
+    z, t = torch.randn(3, 5), torch.tensor([0, 1, 4])
+    for call in _call_all(z, t, **kw):
+        with pytest.raises(ValueError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)

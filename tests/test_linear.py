@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import hf_losses.losses.linear as linear
 from hf_losses.losses.encouraging import encouraging_loss
@@ -301,3 +302,36 @@ def test_docstring_example():
 
     result = doctest.testmod(linear)
     assert result.attempted >= 7 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(bonus="power", bonus_power=1.0, label_smoothing=0.1),
+        dict(bonus="power", bonus_power=2.0, bonus_start=0.2, bonus_smoothing=0.3),
+        dict(bonus="cosine", label_smoothing=0.1, bonus_smoothing=0.0),
+        dict(bonus="log", log_end=0.75, bonus_start=0.1, label_smoothing=0.1, bonus_smoothing=0.5),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_bonus_options_fused_equals_unfused(kw, reduction):
+    """The fused head with every bonus option is the unfused loss of the same logits (float64, exact)."""
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3, 7, 16, generator=gen, dtype=torch.float64) * 2
+    weight = torch.randn(40, 16, generator=gen, dtype=torch.float64)
+    bias = torch.randn(40, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 40, (3, 7), generator=gen)
+    target[0, :2] = -100
+    fused = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    plain = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    a = linear_encouraging_loss(fused[0], fused[1], target, bias=fused[2], reduction=reduction, **kw)
+    b = encouraging_loss(F.linear(*plain), target, reduction=reduction, **kw)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    cot = torch.rand(a.shape, generator=gen, dtype=torch.float64)
+    (a * cot).sum().backward()
+    (b * cot).sum().backward()
+    for x, y in zip(fused, plain, strict=True):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-12)
+    module = LinearEncouragingLoss(**kw, reduction=reduction)
+    torch.testing.assert_close(module(hidden, weight, target, bias), a.detach(), rtol=0, atol=0)

@@ -1,5 +1,7 @@
 """EncouragingSeq2SeqTrainer: exact token-mean updates under accumulation, ce parity, logging, config checks."""
 
+import math
+
 import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
@@ -128,6 +130,28 @@ def test_evaluation_reports_exact_token_means(tmp_path):
         ({"loss": "el", "log_end": 0.3}, "--log_end does not apply to --loss el"),
         ({"loss": "ce", "bonus_weight": 2.0}, "--bonus_weight does not apply to --loss ce"),
         ({"loss": "ce", "log_end": 0.5}, "--log_end does not apply to --loss ce"),
+        ({"loss": "ce", "bonus": "power"}, "--bonus does not apply to --loss ce"),
+        ({"loss": "el", "bonus": "exp"}, "--bonus must be one of 'log', 'power', 'cosine', got 'exp'"),
+        ({"loss": "el", "bonus": "power", "bonus_power": 0.0}, "--bonus_power must be > 0"),
+        ({"loss": "el", "bonus_start": 1.0}, r"--bonus_start must be in \[0, 1\)"),
+        ({"loss": "el", "bonus_smoothing": 2.0}, r"--bonus_smoothing must be in \[0, 1\]"),
+        ({"loss": "cel", "bonus": "cosine"}, "--log_end must be 1 unless --bonus='log'"),
+        ({"bonus_schedule": "step"}, "--bonus_schedule must be one of constant, linear, cosine, exp"),
+        (
+            {"bonus_schedule": "linear", "bonus_warmup_ratio": -0.1},
+            r"--bonus_warmup_ratio must be in \[0, 1\]",
+        ),
+        (
+            {"bonus_schedule": "linear", "bonus_warmup_ratio": 1.5},
+            r"--bonus_warmup_ratio must be in \[0, 1\]",
+        ),
+        ({"bonus_schedule": "linear", "bonus_warmup_steps": -3}, "--bonus_warmup_steps must be >= 0"),
+        (
+            {"bonus_schedule": "exp", "bonus_warmup_steps": 3, "bonus_exp_rate": 0.0},
+            "--bonus_exp_rate must be > 0",
+        ),
+        ({"bonus_schedule": "linear"}, "--bonus_schedule linear, cosine or exp needs --bonus_warmup_ratio"),
+        ({"bonus_warmup_steps": 10}, "a warmup needs one of those schedules"),
     ],
 )
 def test_config_rejects_invalid_values(tmp_path, overrides, field):
@@ -143,7 +167,19 @@ def test_config_resolves_each_loss(tmp_path):
         "loss": "el",
         "log_end": 1.0,
         "bonus_weight": 1.0,
+        "bonus": "log",
         "label_smoothing_factor": 0.0,
+        "bonus_schedule": "constant",
+    }
+    assert settings(loss="el", bonus="power", bonus_schedule="exp", bonus_warmup_ratio=0.1) == {
+        "loss": "el",
+        "log_end": 1.0,
+        "bonus_weight": 1.0,
+        "bonus": "power",
+        "label_smoothing_factor": 0.0,
+        "bonus_schedule": "exp",
+        "bonus_warmup_ratio": 0.1,
+        "bonus_exp_rate": 5.0,
     }
     assert settings(loss="el", log_end=1.0)["log_end"] == 1.0
     assert settings(loss="ce")["bonus_weight"] == 0.0
@@ -158,3 +194,75 @@ def test_replacing_the_loss_drops_the_old_default(tmp_path):
     assert dataclasses.replace(cel, loss="el").loss_settings()["log_end"] == 1.0
     with pytest.raises(ValueError, match="--log_end does not apply"):
         dataclasses.replace(EncouragingSeq2SeqConfig(output_dir=str(tmp_path), log_end=0.3), loss="el")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine", "exp"])
+def test_bonus_weight_at_each_step(tmp_path, schedule):
+    """The weight of every step against the formula of docs/losses.md, by warmup steps and by ratio."""
+    ramp = {
+        "constant": lambda x: 1.0,
+        "linear": lambda x: x,
+        "cosine": lambda x: (1 - math.cos(math.pi * x)) / 2,
+        "exp": lambda x: (1 - math.exp(-5 * x)) / (1 - math.exp(-5)),
+    }[schedule]
+    warm = {} if schedule == "constant" else {"bonus_warmup_steps": 4}
+    args = EncouragingSeq2SeqConfig(
+        output_dir=str(tmp_path), loss="el", bonus_weight=2.0, bonus_schedule=schedule, **warm
+    )
+    got = [args.bonus_weight_at(step, 100) for step in range(7)]
+    expected = [2.0 * ramp(min(step / 4, 1.0)) for step in range(7)]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    if schedule != "constant":
+        assert got[0] == 0.0 and got[4:] == [2.0] * 3
+        by_ratio = EncouragingSeq2SeqConfig(
+            output_dir=str(tmp_path),
+            loss="el",
+            bonus_weight=2.0,
+            bonus_schedule=schedule,
+            bonus_warmup_ratio=0.03,
+        )
+        assert by_ratio.bonus_warmup(100) == 3  # ceil(0.03 * 100), as transformers' warmup_ratio
+        assert by_ratio.bonus_weight_at(2, 100) == pytest.approx(2.0 * ramp(2 / 3))
+
+
+def _scheduled_trainer(tmp_path, **overrides):
+    model, tokenizer = tiny_marian(), tiny_tokenizer()
+    args = EncouragingSeq2SeqConfig(
+        **{**one_step_args(str(tmp_path), per_device_train_batch_size=4), "max_steps": 4, **overrides},
+        loss="el",
+        bonus_weight=2.0,
+        bonus_schedule="linear",
+        bonus_warmup_steps=4,
+    )
+    return EncouragingSeq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=seq2seq_dataset(16),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
+
+
+def test_scheduled_weight_is_used_logged_and_resumed(tmp_path):
+    """Each step trains with the weight of its step, logs it, and a resumed run continues the ramp."""
+    seen = []
+    trainer = _scheduled_trainer(tmp_path / "full", save_strategy="steps", save_steps=2)
+    inner = trainer.loss_fn.forward
+
+    def spy(*args, **kwargs):
+        if trainer.model.training:
+            seen.append((trainer.state.global_step, trainer.loss_fn.bonus_weight))
+        return inner(*args, **kwargs)
+
+    trainer.loss_fn.forward = spy
+    trainer.train()
+    assert sorted(set(seen)) == [(0, 0.0), (1, 0.5), (2, 1.0), (3, 1.5)]
+    logged = [(h["step"], h["bonus_weight"]) for h in trainer.state.log_history if "loss" in h]
+    assert logged == [(1, 0.0), (2, 0.5), (3, 1.0), (4, 1.5)]
+    full = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+
+    resumed = _scheduled_trainer(tmp_path / "full", save_strategy="steps", save_steps=2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    logged = [(h["step"], h["bonus_weight"]) for h in resumed.state.log_history if "loss" in h]
+    assert logged[-2:] == [(3, 1.0), (4, 1.5)]
+    for name, value in resumed.model.named_parameters():
+        torch.testing.assert_close(value, full[name], rtol=1e-5, atol=1e-6, msg=name)

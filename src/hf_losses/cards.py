@@ -83,7 +83,17 @@ _TASKS: dict[str, dict[str, Any]] = {
             ("loss", "training objective (loss)", ".4f"),
         ],
         "index": [("bleu", "sacrebleu", "BLEU", None), ("chrf", "chrf", "chrF", None)],
-        "loss_keys": ["loss", "log_end", "bonus_weight", "label_smoothing_factor"],
+        "loss_keys": [
+            "loss",
+            "bonus",
+            "bonus_power",
+            "log_end",
+            "bonus_start",
+            "bonus_weight",
+            "bonus_schedule",
+            "label_smoothing_factor",
+            "bonus_smoothing",
+        ],
         "packages": ["transformers", "torch", "datasets", "accelerate", "sacrebleu", "hf_losses"],
     },
     "classification": {

@@ -1,7 +1,8 @@
 """Encouraging Loss (EL) and Conservative Encouraging Loss (CEL), Zhao et al., AAAI 2022.
 
 Token loss: ``l = -log p_y + rho * b(p_y)`` with the bonus ``b(p) = log(1 - p)`` for ``p <= LE`` and its
-tangent at ``LE`` beyond; label smoothing mixes in ``(eps / V) * sum_j [-log p_j + rho * b(p_j)]``.
+tangent at ``LE`` beyond (or ``-p^a``, or ``cos(pi p) - 1``), shifted to start at ``bonus_start``; label
+smoothing mixes in ``(eps / V) * sum_j -log p_j`` and bonus smoothing ``(e / V) * rho * sum_j b(p_j)``.
 The maths, the closed-form gradient and the differences from the authors' code: see docs/losses.md.
 
 The fused implementation walks the rows in cache-sized chunks and, in the same pass that computes the
@@ -51,49 +52,115 @@ class EncouragingLossOutput(NamedTuple):
     num_tokens: torch.Tensor
 
 
+BONUS_SHAPES = ("log", "power", "cosine")
+
+
 class _RowSettings(NamedTuple):
     log_end: float
-    eps: float
+    eps: float  # label smoothing of the NLL
     rho: float
+    bonus: str = "log"
+    power: float = 1.0
+    start: float = 0.0
+    bonus_eps: float = 0.0  # smoothing of the bonus
+
+    @property
+    def smooth_bonus(self) -> bool:
+        """Whether the bonus of the non-target classes enters the loss."""
+        return self.bonus_eps > 0 and self.rho > 0
+
+
+def _settings(log_end, label_smoothing, bonus_weight, bonus, bonus_power, bonus_start, bonus_smoothing):
+    """The per-row settings of the kernel (bonus smoothing None: the label smoothing)."""
+    eps = float(label_smoothing)
+    bonus_eps = eps if bonus_smoothing is None else float(bonus_smoothing)
+    return _RowSettings(
+        float(log_end), eps, float(bonus_weight), bonus, float(bonus_power), float(bonus_start), bonus_eps
+    )
+
+
+def _shape_at(s: _RowSettings, p: float) -> float:
+    """b(p) of the unshifted shape, for a number."""
+    if s.bonus == "power":
+        return -(p**s.power)
+    if s.bonus == "cosine":
+        return math.cos(math.pi * p) - 1.0
+    if p <= s.log_end:
+        return math.log1p(-p)
+    return math.log1p(-s.log_end) - (p - s.log_end) / (1.0 - s.log_end)
 
 
 class _Held(NamedTuple):
-    """A class of each row kept out of the buffer (the target; with smoothing and LE > 1/2 also the largest
-    non-target class) and what the loss and gradient need of it, each piece formed exactly. r is the ratio
-    p / (1 - min(p, LE)) of the bonus gradient, e_j = exp(z_j - shift) a buffer entry."""
+    """A class of each row kept out of the buffer (the target; with log bonus smoothing and LE > 1/2 also the
+    largest non-target class) and what the loss and gradient need of it, each piece formed exactly. r is
+    -p b_s'(p), the ratio p / (1 - min(p, LE)) for the log bonus; e_j = exp(z_j - shift) a buffer entry."""
 
     log_p: torch.Tensor  # log p
     log_q: torch.Tensor  # log (1 - p)
-    bonus: torch.Tensor  # b(p)
+    bonus: torch.Tensor  # b_s(p)
     log_ratio_scale: torch.Tensor  # log (r p_j / e_j), the same for every buffer class j
     ratio_q: torch.Tensor  # r (1 - p)
-    tangent: torch.Tensor | None  # p > LE (None when LE = 1)
+    tangent: torch.Tensor | None  # p > LE (log bonus with LE < 1, else None)
+    log_ratio: torch.Tensor | None  # log r for the bounded shapes (power, cosine), else None
+    active: torch.Tensor | None  # p >= bonus_start (None when bonus_start = 0)
 
 
-def _held_class(gap, log_others, lse, le) -> _Held:
+def _held_class(gap, log_others, lse, s: _RowSettings) -> _Held:
     """The held class whose logit trails the logsumexp of all other classes by `gap`.
 
     `log_others` is log sum_{k != c} e_k and `lse` log sum_k e_k (both relative to the shift), so that
-    p = 1 / (1 + e^gap) and r p_j / e_j = p e^{-log_others} below LE, p / (1 - LE) e^{-lse} above it.
+    p = 1 / (1 + e^gap) and r p_j / e_j = r e^{-lse}.
     """
     log_p, log_q = -F.softplus(gap), -F.softplus(-gap)
+    if s.bonus == "log":
+        held = _held_log(log_p, log_q, log_others, lse, s.log_end)
+    else:
+        held = _held_bounded(log_p, log_q, lse, s)
+    if s.start == 0:
+        return held
+    active = log_p >= math.log(s.start)
+    return held._replace(
+        bonus=torch.where(active, held.bonus - _shape_at(s, s.start), 0.0),
+        log_ratio_scale=torch.where(active, held.log_ratio_scale, -math.inf),
+        ratio_q=torch.where(active, held.ratio_q, 0.0),
+        active=active,
+    )
+
+
+def _held_log(log_p, log_q, log_others, lse, le) -> _Held:
+    """log(1 - p) and its tangent: r = p / (1 - p) = p e^{-log_others} / e_j below LE, p / (1 - LE) above."""
     if le >= 1.0:
-        return _Held(log_p, log_q, log_q, log_p - log_others, log_p.exp(), None)
+        return _Held(log_p, log_q, log_q, log_p - log_others, log_p.exp(), None, None, None)
     p = log_p.exp()
     tangent = p > le
     log_1m_le = math.log1p(-le)
     bonus = torch.where(tangent, log_1m_le - (p - le) / (1.0 - le), log_q)
     log_ratio_scale = torch.where(tangent, log_p - log_1m_le - lse, log_p - log_others)
     ratio_q = torch.where(tangent, (log_p + log_q - log_1m_le).exp(), p)
-    return _Held(log_p, log_q, bonus, log_ratio_scale, ratio_q, tangent)
+    return _Held(log_p, log_q, bonus, log_ratio_scale, ratio_q, tangent, None, None)
+
+
+def _held_bounded(log_p, log_q, lse, s: _RowSettings) -> _Held:
+    """-p^a (r = a p^a) or cos(pi p) - 1 = -2 sin^2(pi p / 2) (r = pi p sin(pi p), sin(pi p) = sin(pi q))."""
+    p, q = log_p.exp(), log_q.exp()
+    if s.bonus == "power":
+        log_r = math.log(s.power) + s.power * log_p
+        bonus = -(s.power * log_p).exp()
+    else:
+        log_r = math.log(math.pi) + log_p + torch.minimum(p, q).mul(math.pi).sin().log()
+        bonus = -2.0 * (p * (math.pi / 2)).sin().square()
+    return _Held(log_p, log_q, bonus, log_r - lse, (log_r + log_q).exp(), None, log_r, None)
 
 
 def _ratio_times(c: _Held, log_p_d: torch.Tensor, log_d_over_q_c: torch.Tensor, le: float) -> torch.Tensor:
     """r_c p_d for another held class d, from log p_d and log(p_d / (1 - p_c)) (bounded: <= p_c or p_c/(1-LE))."""
-    below = (c.log_p + log_d_over_q_c).exp()
-    if c.tangent is None:
-        return below
-    return torch.where(c.tangent, (c.log_p - math.log1p(-le) + log_p_d).exp(), below)
+    if c.log_ratio is not None:
+        out = (c.log_ratio + log_p_d).exp()
+    else:
+        out = (c.log_p + log_d_over_q_c).exp()
+        if c.tangent is not None:
+            out = torch.where(c.tangent, (c.log_p - math.log1p(-le) + log_p_d).exp(), out)
+    return out if c.active is None else torch.where(c.active, out, 0.0)
 
 
 def _masked(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -110,6 +177,14 @@ class _Top(NamedTuple):
     ratio_y_p_top: torch.Tensor  # r_y p_top
 
 
+class _Buffer(NamedTuple):
+    """The bonus of the buffer's classes: sum_j b_s(p_j), and r_j = v_j * v_scale (v None: v = e_j)."""
+
+    bonus: torch.Tensor
+    v: torch.Tensor | None
+    v_scale: torch.Tensor
+
+
 def _forward_chunk(
     z: torch.Tensor,
     y: torch.Tensor,
@@ -121,8 +196,8 @@ def _forward_chunk(
     """Loss, NLL and target bonus of one chunk of rows; writes d(loss_row)/dz into `grad` when given.
 
     The buffer holds e_j = exp(z_j - shift) for every class but the held ones: the target and, with
-    smoothing and LE > 1/2, the largest non-target class (the only one whose p can exceed 1/2, so whose
-    1 - p needs care). The shift is the largest buffer logit, so the buffer's sum lies in [1, V]. Every
+    log bonus smoothing and LE > 1/2, the largest non-target class (the only one whose p can exceed 1/2, so
+    whose 1 - p needs care). The shift is the largest buffer logit, so the buffer's sum lies in [1, V]. Every
     per-row quantity is built from differences of logits, never from their magnitude, and every product of a
     huge ratio with a tiny probability from bounded factors, so float32 keeps ~1e-6 relative precision for
     any finite logits (docs/losses.md).
@@ -133,7 +208,7 @@ def _forward_chunk(
     col = y.unsqueeze(1)
     z_y = x.gather(1, col).squeeze(1)
     x.scatter_(1, col, -math.inf)
-    hold_top = s.eps > 0 and s.log_end > 0.5
+    hold_top = s.smooth_bonus and s.bonus == "log" and s.log_end > 0.5
     if hold_top:
         z_top = x.amax(1, keepdim=True)
         # the column of the largest non-target logit (the last one if several tie), without the slow max-index
@@ -157,7 +232,7 @@ def _forward_chunk(
         sum_shifted = x.sum(1)  # sum of z_j - shift over the buffer
         x.mul_(LOG2_E).exp2_().scatter_(1, held_cols, 0.0)
     else:
-        x.mul_(LOG2_E).exp2_()  # 0 at the target
+        x.mul_(LOG2_E).exp2_()  # 0 at the held classes
     log_sum = x.sum(1).log()  # log sum of the buffer's e_j (-inf when it is empty)
     a_y = z_y - shift
     if hold_top:
@@ -170,10 +245,10 @@ def _forward_chunk(
         log_rest = log_sum
         gap_y = log_sum - a_y
     lse = log_rest + F.softplus(-gap_y)
-    target = _held_class(gap_y, log_rest, lse, s.log_end)
+    target = _held_class(gap_y, log_rest, lse, s)
     top = None
     if hold_top:
-        top_held = _held_class(gap_top, torch.logaddexp(log_sum, a_y), lse, s.log_end)
+        top_held = _held_class(gap_top, torch.logaddexp(log_sum, a_y), lse, s)
         top = _Top(
             top_col,
             top_held,
@@ -181,73 +256,141 @@ def _forward_chunk(
             _ratio_times(target, top_held.log_p, -F.softplus(log_sum - a_top), s.log_end),
         )
     nll = -target.log_p
-    loss = nll + s.rho * target.bonus
-
+    loss = (1.0 - s.eps) * nll + (s.rho * (1.0 - s.bonus_eps)) * target.bonus
     if s.eps > 0:
-        # sum_j b(p_j) over the buffer. Its t_j = min(p_j, LE) are <= 1/2 (with a held top, every buffer class
-        # has p <= 1/2 < LE) and sum to <= 1, so prod_j (1 - t_j) lies in [1/4, 1]: one log of the product
-        # replaces a log per class, and the product can neither under- nor overflow.
-        w = scratch[1][:n]
-        torch.mul(x, -(-lse).exp().unsqueeze(1), out=w)  # w = -p_j over the buffer
         if top is not None:
-            bonus_rest = w.add_(1.0).prod(1).log() + top.held.bonus
             sum_shifted = sum_shifted + a_top
-        else:
-            w.clamp_(min=-s.log_end)  # w = -t_j
-            excess = target.log_q.exp() + w.sum(1)  # sum_j (p_j - t_j) over the non-target classes
-            bonus_rest = w.add_(1.0).prod(1).log() - excess / (1.0 - s.log_end)
-        mean_nll = lse - (sum_shifted + a_y) / vocab  # (1/V) sum_j -log p_j
-        smooth = mean_nll + s.rho * (bonus_rest + target.bonus) / vocab
-        loss = (1.0 - s.eps) * loss + s.eps * smooth
+        loss = loss + s.eps * (lse - (sum_shifted + a_y) / vocab)  # eps (1/V) sum_j -log p_j
+    buffer = None
+    if s.smooth_bonus:
+        buffer = _buffer_bonus(x, scratch, s, lse, target, top)
+        loss = loss + (s.rho * s.bonus_eps / vocab) * (buffer.bonus + target.bonus)
 
     loss = _masked(loss, valid)
     if grad is not None:
-        _write_gradient(x, y, valid, s, scratch, grad, -lse, target, top)
+        _write_gradient(x, y, valid, s, scratch, grad, -lse, target, top, buffer)
     return loss, _masked(nll, valid), _masked(target.bonus, valid)
 
 
-def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top: _Top | None):
-    """grad_k = a p_k + (eps/V)(rho c_k - 1) - (1 - eps) g_y [k == y], with p_k = e_k exp(log_scale).
+def _buffer_bonus(x, scratch, s: _RowSettings, lse, target: _Held, top: _Top | None) -> _Buffer:
+    """sum_j b_s(p_j) over the buffer (plus the held top's) and its ratios r_j, into scratch[2] (or from x).
 
-    (docs/losses.md derives it.) With smoothing, scratch[1] holds 1 - t_j over the buffer. The last pass
-    writes into `grad` in its own dtype (bf16/fp16 logits: arithmetic in float32, one conversion).
+    Classes below bonus_start get p_j = 0 (so b = 0, r = 0) and each one above it the shift -b(bonus_start).
+    """
+    n = x.shape[0]
+    scale = (-lse).exp()  # p_j / e_j
+    active = None
+    if s.start > 0:  # 1.0 where p_j >= bonus_start
+        threshold = (math.log(s.start) + lse).exp().unsqueeze(1)  # e_j at p_j = bonus_start
+        active = torch.ge(x, threshold, out=scratch[1 if s.bonus == "power" else 2][:n])
+        shift = active.sum(1) * _shape_at(s, s.start)
+    else:
+        shift = 0.0
+    if s.bonus == "log":
+        bonus, v = _buffer_log(x, scratch, s, scale, target, top, active)
+        return _Buffer(bonus - shift, v, scale)
+    if s.bonus == "power":
+        u = scratch[2][:n]
+        if s.power == 1.0:
+            if active is None:  # r_j = p_j: folded into the coefficient of e_j
+                return _Buffer(-(scale * x.sum(1)), None, scale)
+            torch.mul(x, active, out=u)
+        else:
+            torch.pow(x, s.power, out=u)
+            if active is not None:
+                u.mul_(active)
+        scale_a = (-s.power * lse).exp()  # p_j^a / e_j^a
+        return _Buffer(-scale_a * u.sum(1) - shift, u, s.power * scale_a)
+    # cosine: sum_j -2 sin^2(pi p_j / 2), r_j = pi p_j sin(pi p_j)
+    p = torch.mul(x, scale.unsqueeze(1), out=scratch[1][:n])
+    if active is not None:
+        p.mul_(active)
+    u = torch.mul(p, math.pi / 2, out=scratch[2][:n]).sin_()
+    bonus = -2.0 * torch.linalg.vecdot(u, u)
+    torch.mul(p, math.pi, out=u).sin_().mul_(p)
+    return _Buffer(bonus - shift, u, torch.full_like(scale, math.pi))
+
+
+def _buffer_log(x, scratch, s: _RowSettings, scale, target: _Held, top: _Top | None, active):
+    """sum_j log(1 - t_j) (+ tangent) over the buffer, and v_j = e_j / (1 - t_j) in scratch[2].
+
+    Its t_j = min(p_j, LE) are <= 1/2 (with a held top, every buffer class has p <= 1/2 < LE) and sum to
+    <= 1, so prod_j (1 - t_j) lies in [1/4, 1]: one log of the product replaces a log per class, and the
+    product can neither under- nor overflow.
+    """
+    n = x.shape[0]
+    w = scratch[1][:n]
+    torch.mul(x, -scale.unsqueeze(1), out=w)  # w = -p_j over the buffer
+    if active is not None:
+        w.mul_(active)
+    if top is not None:
+        bonus = w.add_(1.0).prod(1).log() + top.held.bonus
+    else:
+        if active is None:
+            w.clamp_(min=-s.log_end)  # w = -t_j
+            excess = target.log_q.exp() + w.sum(1)  # sum_j (p_j - t_j) over the non-target classes
+        else:
+            excess = -w.sum(1)
+            w.clamp_(min=-s.log_end)
+            excess = excess + w.sum(1)
+        bonus = w.add_(1.0).prod(1).log() - excess / (1.0 - s.log_end)
+    v = scratch[2][:n]
+    if active is None:
+        torch.div(x, w, out=v)  # v = e_j / (1 - t_j), 0 at held classes
+    else:
+        v.mul_(x).div_(w)  # v held the active mask
+    return bonus, v
+
+
+def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top: _Top | None, buffer):
+    """grad_k = A p_k - eps/V - (e rho/V) r_k - T [k == y] (docs/losses.md derives A and T).
+
+    With bonus smoothing, `buffer` gives r_j of the buffer classes. The last pass writes into `grad` in its
+    own dtype (bf16/fp16 logits: arithmetic in float32, one conversion).
     """
     n, vocab = x.shape
-    eps, rho, k = s.eps, s.rho, s.eps / vocab
+    eps, rho = s.eps, s.rho
+    k = s.bonus_eps / vocab if buffer is not None else 0.0
+    rho_y = rho * (1.0 - s.bonus_eps) if buffer is not None else rho  # the weight of the target's own bonus
     scale = log_scale.exp()
     ry_scale = target.log_ratio_scale.exp()  # r_y p_j / e_j
-    coef = (1.0 - eps) * (scale + rho * ry_scale)  # (1 - eps) g_y p_j / e_j
-    grad_y = -(1.0 - eps) * (target.log_q.exp() + rho * target.ratio_q)  # (1 - eps) g_y (p_y - 1)
-    if eps > 0:
-        w, v = scratch[1][:n], scratch[2][:n]
-        torch.div(x, w, out=v)  # v = e_j / (1 - t_j), 0 at held classes
+    coef = scale + rho_y * ry_scale  # A p_j / e_j
+    p_y = target.log_p.exp()
+    grad_y = -(1.0 - eps) * target.log_q.exp() - rho_y * target.ratio_q + eps * p_y - eps / vocab
+    v = None
+    if buffer is not None:
+        v = buffer.v
         # R = sum_j r_j = rest + r_y (+ r_top): every product of R with a probability is bounded
-        rest = v.sum(1) * scale
-        p_y = target.log_p.exp()
-        coef = coef + eps * scale + k * rho * (rest * scale + ry_scale)
-        grad_y = grad_y - k * rho * target.ratio_q - k + eps * p_y + k * rho * rest * p_y
+        rest = (x if v is None else v).sum(1) * buffer.v_scale
+        coef = coef + k * rho * (rest * scale + ry_scale)
+        grad_y = grad_y + k * rho * (rest * p_y - target.ratio_q)
         if top is not None:
             coef = coef + k * rho * top.held.log_ratio_scale.exp()
             grad_y = grad_y + k * rho * top.ratio_p_y
-        # grad_j = e_j coef - (eps rho / V) p_j / (1 - t_j) - eps / V for every buffer class j.
-        acc = grad if grad.dtype == x.dtype else w
+        if v is None:
+            coef = coef - k * rho * buffer.v_scale
+    if v is None and eps == 0:
+        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
+    else:
+        # grad_j = e_j coef - (e rho / V) r_j - eps / V for every buffer class j.
+        acc = grad if grad.dtype == x.dtype else scratch[1][:n]
         torch.mul(x, _masked(coef, valid).unsqueeze(1), out=acc)
-        acc.addcmul_(v, _masked(-k * rho * scale, valid).unsqueeze(1))
-        acc.sub_(_masked(torch.full_like(scale, k), valid).unsqueeze(1))
+        if v is not None:
+            acc.addcmul_(v, _masked(-k * rho * buffer.v_scale, valid).unsqueeze(1))
+        if eps > 0:
+            acc.sub_(_masked(torch.full_like(scale, eps / vocab), valid).unsqueeze(1))
         if acc is not grad:
             grad.copy_(acc)  # (a mixed-dtype op with out=grad would take a slow, unvectorised path)
-        if top is not None:
-            # a p_top - (eps rho / V) r_top - eps / V, with r_top (p_top - 1) = -r_top q_top kept exact.
-            p_top = top.held.log_p.exp()
-            grad_top = (
-                (1.0 - eps) * (p_top + rho * top.ratio_y_p_top)
-                + eps * p_top
-                + k * rho * (rest * p_top + top.ratio_y_p_top - top.held.ratio_q)
-                - k
-            )
-            grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
-    else:
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
+    if top is not None:
+        # A p_top - eps/V - (e rho / V) r_top, with r_top (p_top - 1) = -r_top q_top kept exact.
+        p_top = top.held.log_p.exp()
+        grad_top = (
+            p_top
+            + rho_y * top.ratio_y_p_top
+            + k * rho * (rest * p_top + top.ratio_y_p_top - top.held.ratio_q)
+            - eps / vocab
+        )
+        grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
     grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
 
 
@@ -280,7 +423,7 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
         safe_target = torch.where(valid, target, 0)
         outputs = [torch.empty(n, dtype=dtype, device=device) for _ in range(3)]
-        num_scratch = 3 if settings.eps > 0 else 1
+        num_scratch = 3 if settings.eps > 0 or settings.smooth_bonus else 1
         workers = None
         if device.type == "cpu" and not torch.compiler.is_compiling():
             workers = row_workers()
@@ -316,16 +459,38 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _check_settings(log_end, label_smoothing, bonus_weight, reduction) -> None:
+def _check_settings(
+    log_end,
+    label_smoothing,
+    bonus_weight,
+    reduction,
+    bonus="log",
+    bonus_power=1.0,
+    bonus_start=0.0,
+    bonus_smoothing=None,
+) -> None:
     check_range("log_end", log_end, 0.0, 1.0, low_open=True, high_open=False)
     check_range("label_smoothing", label_smoothing, 0.0, 1.0, low_open=False, high_open=True)
     check_non_negative("bonus_weight", bonus_weight)
     check_reduction(reduction)
+    if bonus not in BONUS_SHAPES:
+        raise ValueError(f"bonus must be one of {', '.join(map(repr, BONUS_SHAPES))}, got {bonus!r}")
+    if not bonus_power > 0:
+        raise ValueError(f"bonus_power must be > 0, got {bonus_power!r}")
+    check_range("bonus_start", bonus_start, 0.0, 1.0, low_open=False, high_open=True)
+    if bonus_smoothing is not None:
+        check_range("bonus_smoothing", bonus_smoothing, 0.0, 1.0, low_open=False, high_open=False)
+    if bonus != "log" and log_end != 1.0:
+        raise ValueError(f"log_end must be 1 unless bonus='log' (got log_end={log_end!r}, bonus={bonus!r})")
+    if bonus != "power" and bonus_power != 1.0:
+        raise ValueError(
+            f"bonus_power must be 1 unless bonus='power' (got bonus_power={bonus_power!r}, bonus={bonus!r})"
+        )
 
 
-def _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction) -> torch.Tensor:
+def _check_arguments(logits, target, reduction, **bonus_settings) -> torch.Tensor:
     """Validate everything; returns the target as int64."""
-    _check_settings(log_end, label_smoothing, bonus_weight, reduction)
+    _check_settings(reduction=reduction, **bonus_settings)
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.dim() < 1 or logits.shape[-1] < 2:
@@ -340,6 +505,10 @@ def encouraging_loss(
     log_end: float = 1.0,
     label_smoothing: float = 0.0,
     bonus_weight: float = 1.0,
+    bonus: str = "log",
+    bonus_power: float = 1.0,
+    bonus_start: float = 0.0,
+    bonus_smoothing: float | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     return_stats: bool = False,
@@ -351,19 +520,34 @@ def encouraging_loss(
     Args:
         logits: ``[..., V]`` unnormalised scores, any float dtype (math runs in float32 or float64).
         target: ``[...]`` class indices in ``[0, V)`` or ``ignore_index``, any integer dtype.
-        log_end: LE in (0, 1]; 1 is the full bonus (EL), below 1 the conservative bonus (CEL).
-        label_smoothing: eps in [0, 1), applied to the NLL and the bonus alike.
+        log_end: LE in (0, 1]; 1 is the full bonus (EL), below 1 the conservative bonus (CEL); "log" only.
+        label_smoothing: eps in [0, 1), applied to the NLL (and to the bonus unless ``bonus_smoothing``).
         bonus_weight: rho >= 0; 0 gives exactly ``F.cross_entropy``.
+        bonus: the shape b(p): "log" (``log(1 - p)``), "power" (``-p ** bonus_power``) or "cosine"
+            (``cos(pi p) - 1``).
+        bonus_power: a > 0, the exponent of the "power" shape (1: the loss is NLL - rho p_y).
+        bonus_start: s in [0, 1): no bonus below p = s, ``b(p) - b(s)`` above it.
+        bonus_smoothing: e in [0, 1], the smoothing of the bonus, ``(1 - e) b(p_y) + (e / V) sum_k b(p_k)``;
+            None: the label smoothing.
         ignore_index: target value that contributes nothing.
         reduction: "mean" (over non-ignored tokens; 0 when there are none), "sum" or "none".
         return_stats: return an :class:`EncouragingLossOutput` ``(loss, nll, bonus, num_tokens)`` instead of
-            the loss alone: ``nll`` and ``bonus`` are the detached sums of ``-log p_y`` and ``b(p_y)`` (no
+            the loss alone: ``nll`` and ``bonus`` are the detached sums of ``-log p_y`` and ``b_s(p_y)`` (no
             smoothing, no rho) over the non-ignored tokens, ``num_tokens`` their count (a tensor).
 
     Returns:
         The reduced loss (float32 for bf16/fp16 logits), or the named tuple when ``return_stats=True``.
     """
-    target = _check_arguments(logits, target, log_end, label_smoothing, bonus_weight, reduction)
+    bonus_settings = dict(
+        log_end=log_end,
+        label_smoothing=label_smoothing,
+        bonus_weight=bonus_weight,
+        bonus=bonus,
+        bonus_power=bonus_power,
+        bonus_start=bonus_start,
+        bonus_smoothing=bonus_smoothing,
+    )
+    target = _check_arguments(logits, target, reduction, **bonus_settings)
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
     flat_target = target.reshape(-1)
@@ -373,7 +557,7 @@ def encouraging_loss(
         valid & ((flat_target < 0) | (flat_target >= vocab)),
         f"class indices in [0, {vocab}) or ignore_index={ignore_index}",
     )
-    settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
+    settings = _settings(**bonus_settings)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, nll, bonus = _FusedEncouragingLoss.apply(flat_logits, flat_target, valid, settings, need_grad)
     num_tokens = valid.sum()
@@ -383,7 +567,65 @@ def encouraging_loss(
     return loss
 
 
-class EncouragingLoss(nn.Module):
+class EncouragingSettings(nn.Module):
+    """The settings of the encouraging losses as public attributes, checked here and at every call (a
+    schedule may change ``bonus_weight`` between calls)."""
+
+    NAMES = (
+        "log_end",
+        "label_smoothing",
+        "bonus_weight",
+        "bonus",
+        "bonus_power",
+        "bonus_start",
+        "bonus_smoothing",
+        "ignore_index",
+        "reduction",
+    )
+
+    def __init__(
+        self,
+        *,
+        log_end: float = 1.0,
+        label_smoothing: float = 0.0,
+        bonus_weight: float = 1.0,
+        bonus: str = "log",
+        bonus_power: float = 1.0,
+        bonus_start: float = 0.0,
+        bonus_smoothing: float | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        _check_settings(
+            log_end,
+            label_smoothing,
+            bonus_weight,
+            reduction,
+            bonus,
+            bonus_power,
+            bonus_start,
+            bonus_smoothing,
+        )
+        self.log_end = log_end
+        self.label_smoothing = label_smoothing
+        self.bonus_weight = bonus_weight
+        self.bonus = bonus
+        self.bonus_power = bonus_power
+        self.bonus_start = bonus_start
+        self.bonus_smoothing = bonus_smoothing
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def settings(self) -> dict:
+        """The keyword arguments of the functional form."""
+        return {name: getattr(self, name) for name in self.NAMES}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.settings().items())
+
+
+class EncouragingLoss(EncouragingSettings):
     r"""Encouraging loss (EL) and conservative encouraging loss (CEL), Zhao et al., AAAI 2022.
 
     For a token with logits :math:`z \in \mathbb{R}^V`, :math:`p = \mathrm{softmax}(z)` and target
@@ -399,9 +641,13 @@ class EncouragingLoss(nn.Module):
     the plain NLL beside it (``return_stats=True``). Formulas, gradients and numerics: docs/losses.md.
 
     Args:
-        log_end: LE in (0, 1]; where the bonus turns into its tangent.
-        label_smoothing: :math:`\varepsilon` in [0, 1), applied to the NLL and the bonus alike.
+        log_end: LE in (0, 1]; where the bonus turns into its tangent ("log" shape only).
+        label_smoothing: :math:`\varepsilon` in [0, 1), applied to the NLL (and to the bonus unless
+            ``bonus_smoothing`` is set).
         bonus_weight: :math:`\rho \ge 0`, the weight of the bonus.
+        bonus, bonus_power, bonus_start, bonus_smoothing: the shape of the bonus (``"log"``, ``"power"``:
+            :math:`-p^a`, ``"cosine"``: :math:`\cos(\pi p) - 1`), its exponent, the probability below
+            which it is 0 and its own smoothing; see :func:`encouraging_loss`.
         ignore_index: target value that contributes nothing to the loss or the gradient.
         reduction: ``"mean"`` over non-ignored tokens (0 when there are none), ``"sum"`` or ``"none"``.
 
@@ -431,40 +677,8 @@ class EncouragingLoss(nn.Module):
         True
     """
 
-    def __init__(
-        self,
-        *,
-        log_end: float = 1.0,
-        label_smoothing: float = 0.0,
-        bonus_weight: float = 1.0,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__()
-        _check_settings(log_end, label_smoothing, bonus_weight, reduction)
-        self.log_end = log_end
-        self.label_smoothing = label_smoothing
-        self.bonus_weight = bonus_weight
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, *, return_stats: bool = False
     ) -> torch.Tensor | EncouragingLossOutput:
         """The loss, or with ``return_stats=True`` an :class:`EncouragingLossOutput`; see :func:`encouraging_loss`."""
-        return encouraging_loss(
-            logits,
-            target,
-            log_end=self.log_end,
-            label_smoothing=self.label_smoothing,
-            bonus_weight=self.bonus_weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            return_stats=return_stats,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"log_end={self.log_end}, label_smoothing={self.label_smoothing}, "
-            f"bonus_weight={self.bonus_weight}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
-        )
+        return encouraging_loss(logits, target, **self.settings(), return_stats=return_stats)

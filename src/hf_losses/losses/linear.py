@@ -11,10 +11,15 @@ instead, weighting each token's ``g`` by its incoming gradient).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ._common import check_values, chunk_rows, compute_dtype, no_double_backward, reduce, take_saved_gradient
-from .encouraging import EncouragingLossOutput, _check_settings, _forward_chunk, _RowSettings
+from .encouraging import (
+    EncouragingLossOutput,
+    EncouragingSettings,
+    _check_settings,
+    _forward_chunk,
+    _settings,
+)
 
 # Tokens per chunk: enough logits that the three matrix products stay efficient (each chunk reads and
 # writes all of dL/dW once), few enough that the chunk's logits and their gradient stay small.
@@ -165,6 +170,10 @@ def linear_encouraging_loss(
     log_end: float = 1.0,
     label_smoothing: float = 0.0,
     bonus_weight: float = 1.0,
+    bonus: str = "log",
+    bonus_power: float = 1.0,
+    bonus_start: float = 0.0,
+    bonus_smoothing: float | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     return_stats: bool = False,
@@ -176,14 +185,24 @@ def linear_encouraging_loss(
         weight: ``[V, d]`` output projection, same dtype and device as ``input``.
         target: ``[...]`` integer class indices in ``[0, V)`` or ``ignore_index``.
         bias: optional ``[V]`` bias of the projection.
-        log_end, label_smoothing, bonus_weight, ignore_index, reduction: as in :func:`encouraging_loss`.
+        log_end, label_smoothing, bonus_weight, bonus, bonus_power, bonus_start, bonus_smoothing, ignore_index,
+            reduction: as in :func:`encouraging_loss`.
         return_stats: also return the detached sums of ``-log p_y`` and ``b(p_y)`` and the token count, as an
             :class:`EncouragingLossOutput`.
 
     Ignored tokens are dropped before the projection (on CUDA that costs one host sync for their count).
     The loss is float32 for bf16/fp16 inputs; gradients come back in each parameter's dtype.
     """
-    _check_settings(log_end, label_smoothing, bonus_weight, reduction)
+    bonus_settings = (
+        log_end,
+        label_smoothing,
+        bonus_weight,
+        bonus,
+        bonus_power,
+        bonus_start,
+        bonus_smoothing,
+    )
+    _check_settings(*bonus_settings[:3], reduction, *bonus_settings[3:])
     if torch.is_autocast_enabled(input.device.type):  # project in the autocast dtype, as nn.Linear would
         low = torch.get_autocast_dtype(input.device.type)
         input, weight, bias = (None if t is None else t.to(low) for t in (input, weight, bias))
@@ -198,7 +217,7 @@ def linear_encouraging_loss(
         f"class indices in [0, {vocab}) or ignore_index={ignore_index}",
     )
     rows = valid.nonzero().squeeze(1)
-    settings = _RowSettings(float(log_end), float(label_smoothing), float(bonus_weight))
+    settings = _settings(*bonus_settings)
     grad_on = torch.is_grad_enabled()
     needs = tuple(grad_on and t is not None and t.requires_grad for t in (input, weight, bias))
     summed = reduction != "none"
@@ -216,7 +235,7 @@ def linear_encouraging_loss(
     return loss
 
 
-class LinearEncouragingLoss(nn.Module):
+class LinearEncouragingLoss(EncouragingSettings):
     r"""Encouraging loss of a linear projection, fused so the ``[N, V]`` logits never exist.
 
     For hidden states :math:`h_t`, logits :math:`z_t = W h_t + b`, :math:`p_t = \mathrm{softmax}(z_t)` and
@@ -226,13 +245,14 @@ class LinearEncouragingLoss(nn.Module):
         \ell_t = (1 - \varepsilon)\,[-\log p_{t,y_t} + \rho\, b(p_{t,y_t})]
                  + \frac{\varepsilon}{V} \sum_j [-\log p_{t,j} + \rho\, b(p_{t,j})],
 
-    with :math:`b(p) = \log(1 - p)` for :math:`p \le LE` and its tangent at :math:`LE` beyond. Identical to
-    :class:`EncouragingLoss` applied to ``nn.functional.linear(input, weight, bias)``.
+    with :math:`b(p) = \log(1 - p)` for :math:`p \le LE` and its tangent at :math:`LE` beyond (or another
+    shape). Identical to :class:`EncouragingLoss` applied to ``nn.functional.linear(input, weight, bias)``.
 
     Args:
         log_end: LE in (0, 1]; 1 is EL, below 1 the conservative bonus (CEL).
         label_smoothing: :math:`\varepsilon` in [0, 1), applied to the NLL and the bonus alike.
         bonus_weight: :math:`\rho \ge 0`; 0 gives cross-entropy.
+        bonus, bonus_power, bonus_start, bonus_smoothing: as in :class:`EncouragingLoss`.
         ignore_index: target value that contributes nothing (dropped before the projection).
         reduction: ``"mean"`` over non-ignored tokens, ``"sum"`` or ``"none"``.
 
@@ -243,7 +263,7 @@ class LinearEncouragingLoss(nn.Module):
 
     Example::
 
-        >>> head = nn.Linear(64, 1000)
+        >>> head = torch.nn.Linear(64, 1000)
         >>> criterion = LinearEncouragingLoss(log_end=0.5, label_smoothing=0.1)
         >>> hidden = torch.randn(4, 30, 64, requires_grad=True)
         >>> target = torch.randint(0, 1000, (4, 30))
@@ -252,23 +272,6 @@ class LinearEncouragingLoss(nn.Module):
         >>> out.num_tokens, head.weight.grad.shape, head.bias.grad.shape
         (tensor(120), torch.Size([1000, 64]), torch.Size([1000]))
     """
-
-    def __init__(
-        self,
-        *,
-        log_end: float = 1.0,
-        label_smoothing: float = 0.0,
-        bonus_weight: float = 1.0,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__()
-        _check_settings(log_end, label_smoothing, bonus_weight, reduction)
-        self.log_end = log_end
-        self.label_smoothing = label_smoothing
-        self.bonus_weight = bonus_weight
-        self.ignore_index = ignore_index
-        self.reduction = reduction
 
     def forward(
         self,
@@ -285,16 +288,6 @@ class LinearEncouragingLoss(nn.Module):
             weight,
             target,
             bias=bias,
-            log_end=self.log_end,
-            label_smoothing=self.label_smoothing,
-            bonus_weight=self.bonus_weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
+            **self.settings(),
             return_stats=return_stats,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"log_end={self.log_end}, label_smoothing={self.label_smoothing}, "
-            f"bonus_weight={self.bonus_weight}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
         )
