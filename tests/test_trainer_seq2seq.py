@@ -156,5 +156,15 @@ def test_replacing_the_loss_drops_the_old_default(tmp_path):
 
     cel = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="cel")
     assert dataclasses.replace(cel, loss="el").loss_settings()["log_end"] == 1.0
+    knob = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="cel", log_end=0.3)
+    # Inherited from the earlier config (a lower level): dropped, with a warning naming it.
+    with pytest.warns(UserWarning, match=r"--log_end 0.3 was set for --loss cel .* --loss ce"):
+        ce = dataclasses.replace(knob, loss="ce")
+    assert ce.log_end is None and ce.loss_settings()["log_end"] == 1.0
+    assert dataclasses.replace(ce, loss="cel").loss_settings()["log_end"] == 0.5  # gone for good
+    assert dataclasses.replace(knob, bonus_weight=2.0).log_end == 0.3  # same loss: kept
+    # Set at the same level as the loss that pins it: still an error.
     with pytest.raises(ValueError, match="--log_end does not apply"):
-        dataclasses.replace(EncouragingSeq2SeqConfig(output_dir=str(tmp_path), log_end=0.3), loss="el")
+        dataclasses.replace(knob, loss="el", log_end=0.4)
+    with pytest.raises(ValueError, match="--log_end does not apply"):
+        EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="el", log_end=0.3)
