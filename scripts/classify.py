@@ -41,7 +41,12 @@ import numpy as np
 from transformers import DataCollatorWithPadding
 
 from hf_losses import MultiLabelConfig, MultiLabelTrainer, runs
-from hf_losses.data import prepare_multilabel, synthetic_multilabel_corpus, tokenize_multilabel
+from hf_losses.data import (
+    prepare_multilabel,
+    read_class_names,
+    synthetic_multilabel_corpus,
+    tokenize_multilabel,
+)
 from hf_losses.metrics import sigmoid
 from hf_losses.models import load_classifier
 from hf_losses.runs.logs import logger
@@ -92,7 +97,8 @@ class DataArguments(runs.DataSourceArguments):
     class_names: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Label names in id order (optional; not --label_names, which TrainingArguments owns)."
+            "help": "Label names in id order, or one file of them: a JSON list, a JSON {id: name} mapping or "
+            "a text file with one name a line (optional; not --label_names, which TrainingArguments owns)."
         },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
@@ -103,6 +109,11 @@ class DataArguments(runs.DataSourceArguments):
             "same ones for every seed) and tune the threshold on them after training, not on validation."
         },
     )
+
+    def __post_init__(self):
+        runs.check_positive(self, "max_seq_length")
+        if self.class_names and len(self.class_names) == 1 and Path(self.class_names[0]).is_file():
+            self.class_names = read_class_names(self.class_names[0])
 
     def split_holdout(self, splits) -> None:
         """Move --threshold_holdout training examples (seed 0) into a ``threshold_holdout`` split, in place."""

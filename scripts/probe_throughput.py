@@ -92,7 +92,12 @@ def main() -> None:
     if args.pair:
         pair = {f"{n}-beside": OPTIONS[n] for n in ("fp32", "bf16")}
         procs = [
-            start(name, t, command(name, x, args.output_dir, args.max_steps, args.logging_steps), args.output_dir)
+            start(
+                name,
+                t,
+                command(name, x, args.output_dir, args.max_steps, args.logging_steps),
+                args.output_dir,
+            )
             for name, (t, x) in pair.items()
         ]
         if any(p.wait() != 0 for p in procs):
@@ -102,7 +107,10 @@ def main() -> None:
 
     (args.output_dir / "throughput.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     reference = rows.get("fp32")
-    lines = ["| option | threads | steps/s | x fp32 | loss at the last logged steps |", "|---|---|---|---|---|"]
+    lines = [
+        "| option | threads | steps/s | x fp32 | loss at the last logged steps |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in rows.items():
         ratio = f"{row['steps_per_second'] / reference['steps_per_second']:.2f}" if reference else "-"
         tail = ", ".join(f"{s}: {v:.3f}" for s, v in list(row["losses"].items())[-3:])

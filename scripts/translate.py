@@ -25,7 +25,7 @@ from transformers import DataCollatorForSeq2Seq
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, runs
 from hf_losses.data import select_translation_columns, synthetic_translation_corpus, tokenize_translation
 from hf_losses.metrics import Seq2SeqMetrics
-from hf_losses.models import load_seq2seq
+from hf_losses.models import load_seq2seq, position_limits
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
@@ -62,6 +62,9 @@ class DataArguments(runs.DataSourceArguments):
     forced_bos_token: str | None = field(default=None, metadata={"help": "mBART/M2M: target language token."})
     preprocessing_num_workers: int | None = field(default=None)
 
+    def __post_init__(self):
+        runs.check_positive(self, "max_source_length", "max_target_length")
+
 
 class TranslationRun(runs.TaskRun):
     demo_dataset = "hf_losses synthetic de-en corpus"
@@ -94,8 +97,23 @@ class TranslationRun(runs.TaskRun):
             model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(
                 self.data_args.forced_bos_token
             )
+        self.check_lengths(position_limits(model.config))
         self.metrics = Seq2SeqMetrics(tokenizer)
         return tokenizer, model
+
+    def check_lengths(self, limits: dict[str, int]) -> None:
+        """Sequence lengths within the positions the model can embed (else an IndexError mid-training)."""
+        lengths = (
+            ("max_source_length", self.data_args.max_source_length, "encoder"),
+            ("max_target_length", self.data_args.max_target_length, "decoder"),
+            ("generation_max_length", self.args.generation_max_length, "decoder"),
+        )
+        for flag, value, side in lengths:
+            if value is not None and side in limits and value > limits[side]:
+                raise runs.UsageError(
+                    f"--{flag} {value} is beyond the {limits[side]} positions of the model's {side}: "
+                    f"pass --{flag} {limits[side]} or less"
+                )
 
     def tokenize(self, splits, tokenizer):
         return tokenize_translation(

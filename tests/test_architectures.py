@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
+from hf_losses.models import build_seq2seq_model
 from tests.helpers.tiny import (
     ENCODER_ARCHITECTURES,
     NUM_LABELS,
@@ -117,6 +118,18 @@ def generated_lengths(prediction) -> dict[str, float]:
     lengths = (tokens != tiny_tokenizer().pad_token_id).sum(axis=1)  # Seq2SeqTrainer pads to the model's max
     assert lengths.max() <= GENERATION_MAX_LENGTH
     return {"gen_len": float(lengths.mean())}
+
+
+@pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))
+def test_seq2seq_built_from_a_config_json_saves(tmp_path, arch):
+    """``--model_config config.json``: generation settings in generation_config, so that saving works (the
+    script path itself runs for T5 in tests/test_script_translate.py)."""
+    tiny_seq2seq(arch).config.save_pretrained(tmp_path / "config")
+    model = build_seq2seq_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "saved")
+    assert reloaded.generation_config.forced_eos_token_id == tiny_tokenizer().eos_token_id
+    assert_same_weights(weights(reloaded), weights(model))
 
 
 @pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import pytest
 
@@ -25,8 +27,59 @@ def test_recipe_file_and_flags_that_override_it(tmp_path):
     )
     _, data, args, run = parser(tmp_path).parse_args_and_recipe([str(recipe), "--learning_rate", "1e-4"])
     assert (args.loss, args.bonus_weight, args.learning_rate, args.do_train) == ("el", 0.5, 1e-4, True)
-    assert data.train_file == "t.jsonl" and run.overwrite_output_dir is False
+    assert data.train_file == str(tmp_path / "t.jsonl") and run.overwrite_output_dir is False
     assert args.num_train_epochs == 3  # a recipe file replaces the demo recipe, it does not stack on it
+
+
+def test_recipe_paths_are_relative_to_the_recipe_folder_and_outputs_to_the_working_directory(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "recipes"
+    (folder / "data").mkdir(parents=True)
+    (folder / "tiny").mkdir()
+    (folder / "config.json").write_text("{}")
+    recipe = folder / "run.yaml"
+    recipe.write_text(
+        "output_dir: out\ntrain_file: data/t.jsonl\nvalidation_file: /abs/v.jsonl\n"
+        "model_name_or_path: tiny\ntokenizer_name: org/tokenizer\ndataset_name: org/data\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    model, data, args, _ = parser(tmp_path).parse_args_and_recipe([str(recipe.relative_to(tmp_path))])
+    assert data.train_file == str(Path("recipes") / "data" / "t.jsonl")  # always a path: resolved
+    assert data.validation_file == "/abs/v.jsonl"  # absolute: kept
+    assert model.model_name_or_path == str(Path("recipes") / "tiny")  # exists next to the recipe
+    assert (model.tokenizer_name, data.dataset_name) == ("org/tokenizer", "org/data")  # Hub ids: kept
+    assert args.output_dir == "out"  # outputs: relative to the working directory
+    _, data, _, _ = parser(tmp_path).parse_args_and_recipe([str(recipe), "--train_file", "cli.jsonl"])
+    assert data.train_file == "cli.jsonl"  # a flag is relative to the working directory
+
+
+def test_a_loss_on_the_command_line_drops_the_recipes_knobs_it_pins_with_a_warning(tmp_path):
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("output_dir: out\ntrain_file: t\nloss: cel\nlog_end: 0.5\nbonus_weight: 0.5\n")
+    with pytest.warns(UserWarning, match=r"--log_end 0.5 was set for --loss cel .* --loss el"):
+        _, _, args, _ = parser(tmp_path).parse_args_and_recipe([str(recipe), "--loss", "el"])
+    assert (args.loss, args.log_end, args.bonus_weight) == ("el", None, 0.5)  # bonus_weight is not pinned
+    assert args.loss_settings()["log_end"] == 1.0
+    with pytest.warns(UserWarning) as caught:
+        _, _, args, _ = parser(tmp_path).parse_args_and_recipe([str(recipe), "--loss=ce"])
+    assert (args.log_end, args.bonus_weight) == (None, None)
+    assert sorted(str(w.message).split()[0] for w in caught) == ["--bonus_weight", "--log_end"]
+
+
+@pytest.mark.parametrize(
+    "recipe_text, flags",
+    [
+        ("output_dir: out\ntrain_file: t\n", ["--loss", "el", "--log_end", "0.5"]),  # one command line
+        ("output_dir: out\ntrain_file: t\nloss: el\nlog_end: 0.5\n", []),  # one recipe
+        ("output_dir: out\ntrain_file: t\nloss: cel\nlog_end: 0.5\n", ["--loss", "el", "--log_end", "0.5"]),
+    ],
+)
+def test_a_knob_set_at_the_same_level_as_a_loss_that_pins_it_is_an_error(tmp_path, recipe_text, flags):
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(recipe_text)
+    with pytest.raises(ValueError, match="--log_end does not apply to --loss el"):
+        parser(tmp_path).parse_args_and_recipe([str(recipe), *flags])
 
 
 def test_json_recipe(tmp_path):

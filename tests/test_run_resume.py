@@ -10,7 +10,7 @@ import torch
 
 from hf_losses import EncouragingSeq2SeqConfig, MultiLabelConfig
 from hf_losses.runs import UsageError
-from hf_losses.runs.resume import announce_resume, resume_checkpoint, warn_if_loss_changed
+from hf_losses.runs.resume import announce_resume, check_output_dir, resume_checkpoint, warn_if_loss_changed
 
 
 def checkpoint(root, step: int, complete: bool = True):
@@ -65,3 +65,38 @@ def test_resume_with_other_loss_settings_warns_loudly(tmp_path, caplog, config, 
     with caplog.at_level(logging.WARNING, logger="hf_losses"):
         warn_if_loss_changed(str(path), config(output_dir=str(tmp_path), **saved))
     assert "DIFFERENT LOSS SETTINGS" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "contents, allowed",
+    [
+        ({}, True),  # empty
+        ({"compare_flags.json": "{}", "compare_log.txt": ""}, True),  # what compare.py writes first
+        ({"checkpoint-2/": None, "notes.txt": "x"}, True),  # a run of ours to resume
+        ({"all_results.json": "{}", "config.json": "{}"}, True),  # a finished run of ours
+        ({"trainer_state.json": "{}", "README.md": ""}, True),
+        ({"README.md": "mine", "config.json": "{}"}, False),  # someone else's files
+        ({"compare_flags.json": "{}", "model.safetensors": ""}, False),
+    ],
+)
+def test_check_output_dir_refuses_foreign_files_only(tmp_path, contents, allowed):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in contents.items():
+        (out / name).mkdir() if text is None else (out / name).write_text(text)
+    args = EncouragingSeq2SeqConfig(output_dir=str(out))
+    if allowed:
+        check_output_dir(args, overwrite_output_dir=False)
+    else:
+        with pytest.raises(UsageError, match=r"--output_dir .* --overwrite_output_dir"):
+            check_output_dir(args, overwrite_output_dir=False)
+    check_output_dir(args, overwrite_output_dir=True)  # always allowed when overwriting
+
+
+def test_check_output_dir_refuses_a_file_even_when_overwriting(tmp_path):
+    (tmp_path / "out").write_text("x")
+    args = EncouragingSeq2SeqConfig(output_dir=str(tmp_path / "out"))
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match="--output_dir .* is a file"):
+            check_output_dir(args, overwrite)
+    check_output_dir(EncouragingSeq2SeqConfig(output_dir=str(tmp_path / "new")), False)  # not there yet

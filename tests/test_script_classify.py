@@ -321,6 +321,41 @@ def test_demo_recipe_and_scratch_defaults_under_the_flags(load_script):
     assert (args.output_dir, args.learning_rate, args.num_train_epochs) == ("outputs/demo-classify", 1e-4, 16)
 
 
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("labels.json", '["joy", "anger", "fear"]'),
+        ("labels.json", '{"2": "fear", "0": "joy", "1": "anger"}'),
+        ("labels.txt", "joy\nanger\n\nfear\n"),
+    ],
+)
+def test_class_names_from_a_file(load_script, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    parse = load_script().make_parser().parse_args_and_recipe
+    _, data, _, _ = parse(["--train_file", "t", "--output_dir", "o", "--class_names", str(tmp_path / name)])
+    assert data.class_names == ["joy", "anger", "fear"]
+    _, data, _, _ = parse(["--train_file", "t", "--output_dir", "o", "--class_names", "joy", "anger"])
+    assert data.class_names == ["joy", "anger"]  # names, not files
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--class_names", "BAD"], "--class_names"),
+        (["--max_seq_length", "0"], "--max_seq_length must be at least 1"),
+        (["--learning_rate=-1"], "--learning_rate"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size"),
+        (["--max_steps=-5", "--num_train_epochs", "0"], "--max_steps"),
+    ],
+)
+def test_bad_flags_are_refused_at_parse_time(load_script, tmp_path, flags, fragment):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1}')
+    flags = [str(bad) if f == "BAD" else f for f in flags]
+    with pytest.raises(ValueError, match=fragment):
+        load_script().make_parser().parse_args_and_recipe(["--train_file", "t", "--output_dir", "o", *flags])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not GO_EMOTIONS.is_dir(), reason="needs ../shared/data/go_emotions")
 def test_go_emotions_with_class_names_and_the_label_names_mistake(tmp_path):

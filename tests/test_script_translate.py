@@ -480,6 +480,9 @@ def _bad_cases(data: Path, tmp_path: Path) -> dict[str, tuple[list[str], list[st
     """name -> (flags, fragments the one-line error must contain)."""
     malformed = tmp_path / "malformed.jsonl"
     malformed.write_text(json.dumps(translation_rows(1)[0]) + "\n{not json\n", encoding="utf-8")
+    no_target = tmp_path / "no_target.jsonl"
+    rows = [{"translation": {"de": "das haus", "en": "the house"}}, {"translation": {"de": "der hund"}}]
+    no_target.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     train = files(data, "train")
     return {
         "loss": (["--loss", "xl"], ["--loss", "xl"]),
@@ -496,6 +499,21 @@ def _bad_cases(data: Path, tmp_path: Path) -> dict[str, tuple[list[str], list[st
         ),
         "unknown_language": ([*train, "--source_lang", "xx"], ["--source_lang", "'xx'", "de, en"]),
         "malformed_jsonl": (["--train_file", str(malformed)], ["--train_file", "malformed.jsonl", "line 2"]),
+        "missing_target": (["--train_file", str(no_target)], ["example 1", "--target_lang 'en'", "has: de"]),
+        "learning_rate": ([*train, "--learning_rate=-1e-3"], ["--learning_rate", "-0.001"]),
+        "batch_size": ([*train, "--per_device_train_batch_size", "0"], ["--per_device_train_batch_size"]),
+        "max_source_length": ([*train, "--max_source_length", "0"], ["--max_source_length"]),
+        "max_target_length": ([*train, "--max_target_length", "0"], ["--max_target_length"]),
+        "no_budget": ([*train, "--max_steps=-5", "--num_train_epochs", "0"], ["--max_steps", "-5"]),
+        "no_epochs": ([*train, "--max_steps=-1", "--num_train_epochs", "0"], ["--num_train_epochs"]),
+        "beyond_positions": (
+            [*train, "--max_source_length", "129"],
+            ["--max_source_length 129", "128 positions"],
+        ),
+        "beyond_target_positions": (
+            [*train, "--max_target_length", "200"],
+            ["--max_target_length 200", "128"],
+        ),
     }
 
 
@@ -508,6 +526,15 @@ BAD_CASES = [
     "same_languages",
     "unknown_language",
     "malformed_jsonl",
+    "missing_target",
+    "learning_rate",
+    "batch_size",
+    "max_source_length",
+    "max_target_length",
+    "no_budget",
+    "no_epochs",
+    "beyond_positions",
+    "beyond_target_positions",
 ]
 
 
@@ -546,6 +573,66 @@ def test_bad_input_through_the_real_entry_point(data_dir, tmp_path, case):
 @pytest.mark.parametrize("case", [c for c in BAD_CASES if c not in REAL_ENTRY_POINT_CASES])
 def test_bad_input_through_the_real_entry_point_all(data_dir, tmp_path, case):
     test_bad_input_through_the_real_entry_point(data_dir, tmp_path, case)
+
+
+# ------------------------------------------------------------------------------------- output_dir
+
+
+def test_output_dir_naming_a_file_is_one_line_and_exit_2(translate, data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.write_text("mine")
+    flags = [*files(data_dir, "train"), *tiny(data_dir, tmp_path, "--do_train", "--output_dir", str(out))]
+    code, stderr = run_cli(translate, monkeypatch, capsys, flags)
+    assert code == 2 and "--output_dir" in one_error_line(stderr) and "is a file" in stderr
+    assert out.read_text() == "mine"
+
+
+def test_foreign_files_in_output_dir_are_refused_unless_overwriting(
+    translate, data_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    (out / "config.json").write_text("{}")
+    flags = [*files(data_dir, "train"), *tiny(data_dir, tmp_path, "--do_train", "--max_steps", "1")]
+    code, stderr = run_cli(translate, monkeypatch, capsys, [*flags, "--output_dir", str(out)])
+    line = one_error_line(stderr)
+    assert code == 2 and "--output_dir" in line and "--overwrite_output_dir" in line and "README.md" in line
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"]
+    assert (out / "README.md").read_text() == "my notes"
+    run_main(translate, monkeypatch, [*flags, "--output_dir", str(out), "--overwrite_output_dir"])
+    assert (out / "model.safetensors").is_file()
+
+
+def test_the_comparison_runners_files_do_not_count_as_foreign(translate, data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "variant" / "seed-0"
+    out.mkdir(parents=True)
+    (out / "compare_flags.json").write_text("{}")  # what compare.py writes before it starts the script
+    (out / "compare_log.txt").write_text("$ translate.py\n")
+    flags = [*files(data_dir, "train"), *tiny(data_dir, tmp_path, "--do_train", "--max_steps", "1")]
+    run_main(translate, monkeypatch, [*flags, "--output_dir", str(out)])
+    assert (out / "model.safetensors").is_file() and (
+        out / "compare_log.txt"
+    ).read_text() == "$ translate.py\n"
+
+
+def test_t5_from_a_config_json_saves_checkpoints_with_its_generation_config(
+    translate, data_dir, tmp_path, monkeypatch
+):
+    """Generation settings go into generation_config: T5's config refuses them at the first save."""
+    from tests.helpers.tiny import SEQ2SEQ_ARCHITECTURES, tiny_seq2seq
+
+    assert "t5" in SEQ2SEQ_ARCHITECTURES
+    tiny_seq2seq("t5").config.save_pretrained(tmp_path / "t5")
+    out = tmp_path / "out"
+    flags = tiny(data_dir, tmp_path, "--do_train", "--max_steps", "2", "--save_strategy", "steps")
+    flags += ["--save_steps", "1", "--model_config", str(tmp_path / "t5" / "config.json")]
+    run_main(translate, monkeypatch, [*files(data_dir, "train"), *flags, "--output_dir", str(out)])
+    for folder in (out / "checkpoint-1", out / "checkpoint-2", out):
+        assert (folder / "model.safetensors").is_file(), folder
+        generation = json.loads((folder / "generation_config.json").read_text())
+        assert generation["forced_eos_token_id"] == 1, folder  # the trained tokenizer's </s>
+        assert "forced_eos_token_id" not in json.loads((folder / "config.json").read_text())
 
 
 # -------------------------------------------------------------------------------------- Hub push

@@ -106,12 +106,25 @@ def test_gradient_accumulation_and_evaluation_are_unchanged(tmp_path):
 
 
 def test_unknown_architecture_is_a_one_line_error_naming_the_flag(tmp_path):
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
-    with pytest.raises(ValueError, match="--fused_lm_head supports .* got GPT2LMHeadModel") as error:
+    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    bert = dict(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    decoder = BertConfig(**bert, is_decoder=True, add_cross_attention=True)
+    model = EncoderDecoderModel(
+        EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**bert), decoder)
+    )
+    with pytest.raises(ValueError, match="--fused_lm_head supports .* got EncoderDecoderModel") as error:
         EncouragingSeq2SeqTrainer(
             model=model, args=config(tmp_path, fused=True), train_dataset=tiny_dataset()
         )
     assert "\n" not in str(error.value)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(
+        ValueError, match="GPT2LMHeadModel is decoder-only"
+    ):  # refused before the head is looked at
+        EncouragingSeq2SeqTrainer(model=gpt2, args=config(tmp_path, fused=True), train_dataset=tiny_dataset())
 
 
 def test_sharded_head_is_refused(tmp_path, monkeypatch):

@@ -211,6 +211,17 @@ def test_trainer_needs_multilabel_config(tmp_path):
         )
 
 
+def test_tune_threshold_with_a_dict_of_eval_sets_is_refused_at_construction(tmp_path):
+    dataset = multilabel_dataset(8)
+    args = MultiLabelConfig(**one_step_args(str(tmp_path)), tune_threshold=True)
+    common = dict(model=tiny_bert(), args=args, train_dataset=dataset, data_collator=collator())
+    for eval_dataset in ({"a": dataset, "b": dataset}, None):
+        with pytest.raises(ValueError, match="tune_threshold=True needs one eval_dataset"):
+            MultiLabelTrainer(**common, eval_dataset=eval_dataset)
+    trainer = MultiLabelTrainer(**common, eval_dataset={"a": dataset}, threshold_dataset=dataset)
+    assert trainer.threshold_dataset is dataset
+
+
 def test_tune_threshold_stores_threshold_everywhere(tmp_path):
     dataset = multilabel_dataset(16, seed=1)
     trainer = make_trainer(tmp_path, 8, 1, dataset, loss="bce")

@@ -7,7 +7,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, encouraging_loss
-from tests.helpers.tiny import one_step_args, seq2seq_dataset, tiny_marian, tiny_tokenizer
+from tests.helpers.tiny import one_step_args, seq2seq_dataset, tiny_llama, tiny_marian, tiny_tokenizer
 
 LOSS = dict(loss="cel", log_end=0.5, bonus_weight=1.0, label_smoothing_factor=0.1)
 
@@ -152,11 +152,61 @@ def test_evaluation_reports_exact_token_means(tmp_path):
         ),
         ({"bonus_schedule": "linear"}, "--bonus_schedule linear, cosine or exp needs --bonus_warmup_ratio"),
         ({"bonus_warmup_steps": 10}, "a warmup needs one of those schedules"),
+        ({"learning_rate": -1e-3}, "--learning_rate must be >= 0"),
+        ({"per_device_train_batch_size": 0}, "--per_device_train_batch_size must be at least 1"),
+        ({"gradient_accumulation_steps": 0}, "--gradient_accumulation_steps"),
+        ({"max_steps": -5}, "--max_steps must be a positive number"),
+        ({"max_steps": -1, "num_train_epochs": 0}, "--num_train_epochs must be > 0"),
     ],
 )
 def test_config_rejects_invalid_values(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=field):
         EncouragingSeq2SeqConfig(output_dir=str(tmp_path), **overrides)
+
+
+def test_a_causal_lm_is_refused_at_construction_naming_what_to_use(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"LlamaForCausalLM is decoder-only.*trainer_loss_func\(.*shift_labels=True"
+    ):
+        EncouragingSeq2SeqTrainer(
+            model=tiny_llama(), args=EncouragingSeq2SeqConfig(**one_step_args(str(tmp_path)))
+        )
+
+
+def test_no_pin_memory_warning_on_the_cpu(tmp_path, recwarn):
+    """Without use_cpu (the scripts' case), on a machine without an accelerator."""
+    if torch.cuda.is_available():
+        pytest.skip("pinning memory is possible here")
+    model = tiny_marian()
+    args = {**one_step_args(str(tmp_path), per_device_train_batch_size=4), "use_cpu": False}
+    trainer = EncouragingSeq2SeqTrainer(
+        model=model,
+        args=EncouragingSeq2SeqConfig(**args),
+        train_dataset=seq2seq_dataset(8),
+        data_collator=DataCollatorForSeq2Seq(tiny_tokenizer(), model=model),
+    )
+    assert trainer.args.dataloader_pin_memory is False
+    next(iter(trainer.get_train_dataloader()))
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]
+
+
+def test_resuming_a_marian_checkpoint_reports_only_really_missing_keys(tmp_path, caplog):
+    """Tied weights (embed_tokens, lm_head = the shared embedding) and sinusoidal positions are never saved."""
+    from safetensors.torch import load_file, save_file
+
+    trainer = make_trainer(tmp_path, 4, 1, seq2seq_dataset(8))
+    folder = tmp_path / "saved"
+    trainer.save_model(str(folder))
+    with caplog.at_level("WARNING", logger="transformers.trainer"):
+        trainer._load_from_checkpoint(str(folder))
+    assert "missing keys" not in caplog.text
+    weights = load_file(folder / "model.safetensors")
+    lost = "model.encoder.layers.0.fc1.weight"
+    save_file({k: v for k, v in weights.items() if k != lost}, folder / "model.safetensors", {"format": "pt"})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="transformers.trainer"):
+        trainer._load_from_checkpoint(str(folder))
+    assert "missing keys" in caplog.text and lost in caplog.text and "embed_tokens" not in caplog.text
 
 
 def test_config_resolves_each_loss(tmp_path):
@@ -192,8 +242,18 @@ def test_replacing_the_loss_drops_the_old_default(tmp_path):
 
     cel = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="cel")
     assert dataclasses.replace(cel, loss="el").loss_settings()["log_end"] == 1.0
+    knob = EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="cel", log_end=0.3)
+    # Inherited from the earlier config (a lower level): dropped, with a warning naming it.
+    with pytest.warns(UserWarning, match=r"--log_end 0.3 was set for --loss cel .* --loss ce"):
+        ce = dataclasses.replace(knob, loss="ce")
+    assert ce.log_end is None and ce.loss_settings()["log_end"] == 1.0
+    assert dataclasses.replace(ce, loss="cel").loss_settings()["log_end"] == 0.5  # gone for good
+    assert dataclasses.replace(knob, bonus_weight=2.0).log_end == 0.3  # same loss: kept
+    # Set at the same level as the loss that pins it: still an error.
     with pytest.raises(ValueError, match="--log_end does not apply"):
-        dataclasses.replace(EncouragingSeq2SeqConfig(output_dir=str(tmp_path), log_end=0.3), loss="el")
+        dataclasses.replace(knob, loss="el", log_end=0.4)
+    with pytest.raises(ValueError, match="--log_end does not apply"):
+        EncouragingSeq2SeqConfig(output_dir=str(tmp_path), loss="el", log_end=0.3)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine", "exp"])

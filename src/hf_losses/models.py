@@ -136,12 +136,16 @@ def preset_vocab_size(model_config: str) -> int | None:
 
 
 def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
-    """A randomly initialised seq2seq model from a preset name or a config.json path, sized to `tokenizer`."""
+    """A randomly initialised seq2seq model from a preset name or a config.json path, sized to `tokenizer`.
+
+    Generation settings (``forced_eos_token_id``) go into ``generation_config``, and into the model config
+    only where its class declares them (Marian, BART): transformers refuses to save a model whose config
+    holds generation settings it does not own (T5, M2M100, LED).
+    """
     special = dict(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
-        forced_eos_token_id=tokenizer.eos_token_id,
     )
     if model_config in SEQ2SEQ_PRESETS:
         fields = {**SEQ2SEQ_PRESETS[model_config], "vocab_size": len(tokenizer), **special}
@@ -155,7 +159,28 @@ def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
         raise ValueError(
             f"--model_config must be one of {', '.join(SEQ2SEQ_PRESETS)} or a path to a config.json; got {model_config!r}"
         )
-    return AutoModelForSeq2SeqLM.from_config(config)
+    if hasattr(config, "forced_eos_token_id"):
+        config.forced_eos_token_id = tokenizer.eos_token_id
+    model = AutoModelForSeq2SeqLM.from_config(config)
+    model.generation_config.forced_eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+# Sinusoidal position tables these models extend for longer inputs: max_position_embeddings is no limit.
+_GROWING_POSITIONS = ("m2m_100", "nllb_moe", "fsmt")
+
+
+def position_limits(config) -> dict[str, int]:
+    """How many positions the ``encoder`` and ``decoder`` of a model can embed (longer inputs fail with an
+    IndexError); a side is absent where any length works (T5's relative positions, M2M100's growing table)."""
+    if config.model_type in _GROWING_POSITIONS:
+        return {}
+    shared = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    limits = {
+        "encoder": getattr(config, "max_encoder_position_embeddings", None) or shared,
+        "decoder": getattr(config, "max_decoder_position_embeddings", None) or shared,
+    }
+    return {side: limit for side, limit in limits.items() if limit}
 
 
 def load_tokenizer(model_args, texts: Sequence[str], resume: str | None, train: Callable):

@@ -1,6 +1,6 @@
 """Data layer: Hub/local dataset loading, preprocessing, small tokenizers and the embedded demo corpora."""
 
-from .classification import prepare_multilabel, tokenize_multilabel
+from .classification import prepare_multilabel, read_class_names, tokenize_multilabel
 from .errors import DataError
 from .loading import load_raw_datasets
 from .synthetic_multilabel import synthetic_multilabel_corpus
@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "load_raw_datasets",
     "prepare_multilabel",
+    "read_class_names",
     "select_translation_columns",
     "synthetic_multilabel_corpus",
     "synthetic_translation_corpus",

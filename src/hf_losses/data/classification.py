@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Sequence
 from numbers import Integral
+from pathlib import Path
 
 import datasets
 
@@ -93,6 +94,29 @@ def prepare_multilabel(
         }
     )
     return prepared, names
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names in id order from a file: a JSON list, a JSON ``{id: name}`` mapping, or one name a line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"--class_names {path} is not valid JSON: {err}") from None
+        if isinstance(names, dict):
+            try:
+                names = [names[key] for key in sorted(names, key=int)]
+            except ValueError:
+                raise DataError(f"--class_names {path}: a mapping must have ids 0, 1, ... as keys") from None
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DataError(
+            f"--class_names {path} must hold a list of names, an {{id: name}} mapping or one name a line"
+        )
+    return names
 
 
 def tokenize_multilabel(

@@ -68,6 +68,8 @@ def _flatten_translation(
         languages = list(feature.languages)
     elif isinstance(feature, dict):
         languages = list(feature)
+    elif type(feature).__name__ == "Json":  # rows whose dicts differ in their keys
+        return _pairs_from_dicts(ds, split, source_lang, target_lang)
     else:
         raise DataError(
             f"column 'translation' of split '{split}' must hold {{language: text}} dicts, not {feature}"
@@ -83,6 +85,27 @@ def _flatten_translation(
             )
     flat = ds.select_columns([TRANSLATION_COLUMN]).flatten()
     return flat, (f"{TRANSLATION_COLUMN}.{source_lang}", f"{TRANSLATION_COLUMN}.{target_lang}")
+
+
+def _pairs_from_dicts(
+    ds: datasets.Dataset, split: str, source_lang, target_lang
+) -> tuple[datasets.Dataset, tuple[str, str]]:
+    """The two languages of a ``translation`` column of free-form dicts, naming the first row that lacks one."""
+    rows = ds[TRANSLATION_COLUMN]
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(
+                f"column 'translation' of split '{split}' must hold {{language: text}} dicts; example {index} "
+                f"holds {type(row).__name__}"
+            )
+        for flag, lang in (("--source_lang", source_lang), ("--target_lang", target_lang)):
+            if lang not in row:
+                raise DataError(
+                    f"example {index} of split '{split}' has no {flag} {lang!r} in its 'translation' dict; "
+                    f"it has: {', '.join(map(str, row)) or 'nothing'}"
+                )
+    columns = {lang: [row[lang] for row in rows] for lang in (source_lang, target_lang)}
+    return datasets.Dataset.from_dict(columns), (source_lang, target_lang)
 
 
 def _to_source_target(ds: datasets.Dataset, split: str, source: str, target: str) -> datasets.Dataset:

@@ -1,6 +1,6 @@
 """The scripts' shared run: arguments and recipes, the error contract, launch/resume/Hub checks, the skeleton."""
 
-from .arguments import DataSourceArguments, ModelSourceArguments, RecipeParser, RunArguments
+from .arguments import DataSourceArguments, ModelSourceArguments, RecipeParser, RunArguments, check_positive
 from .errors import NoMetricsError, UsageError, one_line_errors
 from .outputs import replaced_atomically, write_json, write_lines
 from .skeleton import TaskRun, predict
@@ -13,6 +13,7 @@ __all__ = [
     "RunArguments",
     "TaskRun",
     "UsageError",
+    "check_positive",
     "one_line_errors",
     "predict",
     "replaced_atomically",

@@ -4,6 +4,15 @@ A recipe is a YAML or JSON file of settings (``learning_rate: 1.0e-4``); flags o
 it. The layers, lowest first: the dataclasses' defaults, the task's from-scratch defaults (only without
 ``--model_name_or_path``), the recipe, the flags. Without a recipe file and without any data or model
 argument, the recipe is the task's demo recipe (``scripts/recipes/demo-*.yaml``).
+
+Relative input paths in a recipe are relative to the recipe file's folder, so a recipe works from any working
+directory: ``train_file``, ``validation_file`` and ``test_file`` always; ``dataset_name``,
+``model_name_or_path``, ``tokenizer_name``, ``model_config`` and ``resume_from_checkpoint`` when a file or
+folder of that name exists next to the recipe (otherwise they are Hub ids or presets). Output paths
+(``output_dir``, ``cache_dir``) stay relative to the working directory, as on the command line.
+
+A ``--loss`` on the command line drops, with a warning, the recipe's knobs that this loss pins to other values
+(``log_end`` of a ``loss: cel`` recipe run with ``--loss el``); see ``hf_losses.trainers.base_config``.
 """
 
 from __future__ import annotations
@@ -19,12 +28,21 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..data import load_raw_datasets
+from ..trainers.base_config import pinned_knobs
 from .errors import UsageError
 from .launch import check_launch_environment
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 DATA_FIELDS = ("dataset_name", "train_file", "validation_file", "test_file")
 SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}
+RECIPE_FILE_PATHS = ("train_file", "validation_file", "test_file")  # always paths
+RECIPE_MAYBE_PATHS = (
+    "dataset_name",
+    "model_name_or_path",
+    "tokenizer_name",
+    "model_config",
+    "resume_from_checkpoint",
+)
 
 
 @dataclass
@@ -132,8 +150,30 @@ def check_label_names(training_args, hint: str) -> None:
         )
 
 
+def check_positive(arguments, *names: str) -> None:
+    """UsageError naming the first of the integer flags `names` of `arguments` that is below 1."""
+    for name in names:
+        value = getattr(arguments, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1; got {value}")
+
+
+def resolve_recipe_paths(settings: dict, folder: Path) -> dict:
+    """`settings` with relative input paths made relative to `folder` (the recipe's), as the module says."""
+    resolved = dict(settings)
+    for name in (*RECIPE_FILE_PATHS, *RECIPE_MAYBE_PATHS):
+        value = settings.get(name)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        candidate = folder / value
+        if name in RECIPE_FILE_PATHS or candidate.exists():
+            resolved[name] = str(candidate)
+    return resolved
+
+
 def read_recipe(path: Path) -> dict:
-    """The settings of a YAML/JSON recipe file, as a mapping from argument name to value."""
+    """The settings of a YAML/JSON recipe file, as a mapping from argument name to value (input paths made
+    relative to the recipe's folder)."""
     if not path.is_file():
         raise UsageError(f"recipe file {path} does not exist")
     text = path.read_text(encoding="utf-8")
@@ -143,7 +183,7 @@ def read_recipe(path: Path) -> dict:
         raise UsageError(f"recipe file {path} is not valid {path.suffix[1:].upper()}: {err}") from None
     if not isinstance(settings, Mapping):
         raise UsageError(f"recipe file {path} must hold a mapping of argument names to values")
-    return dict(settings)
+    return resolve_recipe_paths(dict(settings), path.parent)
 
 
 class RecipeParser(HfArgumentParser):
@@ -173,9 +213,28 @@ class RecipeParser(HfArgumentParser):
             and not any(chosen.get(name) for name in (*DATA_FIELDS, "model_name_or_path"))
         ):
             recipe = self._checked(read_recipe(self.demo_recipe), self.demo_recipe)
+        given = self._given(flags)
+        if "loss" in given:
+            recipe = self._without_pinned_knobs(
+                {k: v for k, v in recipe.items() if k not in given}, chosen["loss"]
+            )
         scratch = self.scratch_defaults if chosen.get("model_name_or_path") is None else {}
         self.set_defaults(**{**scratch, **recipe})
         return self.parse_args_into_dataclasses(args=flags, look_for_args_file=False)
+
+    def _given(self, flags: list[str]) -> set[str]:
+        """The names of the arguments that `flags` set (``--name value`` or ``--name=value``)."""
+        dest = {option: action.dest for action in self._actions for option in action.option_strings}
+        return {dest[f.split("=", 1)[0]] for f in flags if f.split("=", 1)[0] in dest}
+
+    def _without_pinned_knobs(self, recipe: dict, loss: str) -> dict:
+        """The recipe without the knobs it set for its own loss that the command line's `loss` pins."""
+        for dtype in self.dataclass_types:
+            if hasattr(dtype, "PRESETS"):
+                settings = {"loss": self.get_default("loss"), **recipe}
+                dropped = pinned_knobs(dtype, loss, settings)
+                recipe = {**recipe, **dict.fromkeys(dropped)}  # None: unset, the loss decides
+        return recipe
 
     def _checked(self, settings: dict, path: Path) -> dict:
         known = {action.dest for action in self._actions}

@@ -1,14 +1,46 @@
-"""Resume: which checkpoint a run continues from, and a loud warning when its loss settings were different."""
+"""Resume: whether output_dir may be used, which checkpoint a run continues from, and a loud warning when
+its loss settings were different."""
 
 from __future__ import annotations
 
 import logging
+from fnmatch import fnmatch
 from pathlib import Path
 
-from ..trainers.checkpoints import last_complete_checkpoint
+from ..trainers.checkpoints import CHECKPOINT_NAME, last_complete_checkpoint
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)
+
+
+# Any of these in output_dir marks a run of ours (trained, or evaluated only), which a new run may continue.
+RUN_FILES = ("trainer_state.json", "training_args.bin", "all_results.json")
+# What compare.py writes into a run folder before it starts the script: not files of a foreign run.
+RUNNER_FILES = ("compare_*",)
+
+
+def holds_a_run(folder: Path) -> bool:
+    """Whether `folder` holds a run of ours: a ``checkpoint-N`` folder or one of ``RUN_FILES``."""
+    return any((folder / name).is_file() for name in RUN_FILES) or any(
+        p.is_dir() and CHECKPOINT_NAME.match(p.name) for p in folder.iterdir()
+    )
+
+
+def check_output_dir(training_args, overwrite_output_dir: bool) -> None:
+    """UsageError for an output_dir that is a file, or that holds files but no run of ours (unless
+    --overwrite_output_dir): a run of ours is resumed or redone, other files are never written over silently."""
+    folder = Path(training_args.output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output_dir {folder} is a file; name a folder")
+    if overwrite_output_dir or not folder.is_dir() or holds_a_run(folder):
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if not any(fnmatch(p.name, g) for g in RUNNER_FILES))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UsageError(
+            f"--output_dir {folder} is not empty ({shown}) and holds no run to resume: choose another folder, "
+            "or pass --overwrite_output_dir to write over its files"
+        )
 
 
 def resume_checkpoint(training_args, overwrite_output_dir: bool) -> str | None:

@@ -21,7 +21,7 @@ from .hub import check_hub_access, push_output_dir
 from .launch import check_launch
 from .logs import logger, setup_logging
 from .outputs import save_split_metrics
-from .resume import announce_resume, resume_checkpoint
+from .resume import announce_resume, check_output_dir, resume_checkpoint
 
 # Keys every Trainer evaluation reports, whether or not it measured anything.
 _TIMING_KEYS = (
@@ -85,6 +85,7 @@ class TaskRun:
         setup_logging(args)
         check_launch(args)
         check_hub_access(args)
+        check_output_dir(args, self.run_args.overwrite_output_dir)
         resume = resume_checkpoint(args, self.run_args.overwrite_output_dir)
         set_seed(args.seed)  # before the model is built: --seed fixes its initialisation too
 

@@ -4,9 +4,18 @@ A config names a loss (``loss="cel"``, ``loss="apl"``) and may set some of its k
 written once, in the config's ``PRESETS`` table: values a preset pins (``fixed``: ``ce`` has no bonus) and
 values it only suggests (``defaults``: ``cel`` starts at ``log_end=0.5``). Knobs are ``None`` until the user
 sets them, and the preset is applied every time the loss is built, so ``dataclasses.replace(config,
-loss="bce")`` or a YAML file that changes ``loss`` never keeps the previous preset's values. A knob set to a
-value its preset pins otherwise (``loss="el", log_end=0.3``) is an error. Range checks live in the losses:
-the config checks its settings by building the loss once.
+loss="bce")`` or a YAML file that changes ``loss`` never keeps the previous preset's values.
+
+A knob set to a value the loss pins otherwise (``el`` pins ``log_end=1``) depends on where it was set:
+
+* set at the same level as the loss (one constructor call, one command line, one recipe file:
+  ``--loss el --log_end 0.5``), it is an error;
+* inherited from a lower level that a higher one changes the loss of (a recipe with ``loss: cel`` and
+  ``log_end: 0.5`` run with ``--loss el``; ``dataclasses.replace(config, loss="el")`` of a config built with
+  ``log_end=0.5``), it is dropped with a warning naming it.
+
+Range checks live in the losses: the config checks its settings by building the loss once. Training budget
+and batch sizes are checked too (``check_training_budget``), so a bad flag fails before anything runs.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +60,47 @@ class LossConfigMixin:
             self.build_loss()
         except ValueError as err:
             raise ValueError(f"--loss {self.loss}: {self._as_flags(str(err))}") from None
+
+    def check_training_budget(self) -> None:
+        """ValueError, naming the flag, for a negative learning rate, an empty batch or nothing to train."""
+        if self.learning_rate < 0:
+            raise ValueError(f"--learning_rate must be >= 0; got {self.learning_rate}")
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1; got {getattr(self, name)}")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise ValueError(
+                f"--max_steps must be a positive number of steps, or -1 to train --num_train_epochs; "
+                f"got {self.max_steps}"
+            )
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"--num_train_epochs must be > 0 when --max_steps is not set; got {self.num_train_epochs}"
+            )
+
+    def drop_inherited_knobs(self, inherited: dict[str, Any] | None) -> None:
+        """Unset, with a warning, the knobs carried over from a config of another loss that this loss pins.
+
+        ``inherited`` is the loss and knob values of the config this one was copied from (``replace``), or
+        None for a config built directly. Call in __post_init__ before ``check_loss``; then call
+        :meth:`record_knobs`.
+        """
+        if not inherited or inherited.get("loss") == self.loss:
+            return
+        carried = {k: v for k, v in inherited.items() if k == "loss" or getattr(self, k) == v}
+        for knob in pinned_knobs(type(self), self.loss, carried):
+            setattr(self, knob, None)
+
+    def record_knobs(self) -> dict[str, Any]:
+        """The loss and the knobs set on this config (what ``dataclasses.replace`` passes on)."""
+        return {
+            "loss": self.loss,
+            **{k: getattr(self, k) for k in self.KNOBS if getattr(self, k) is not None},
+        }
 
     def _as_flags(self, message: str) -> str:
         """A loss error in the config's terms: ``label_smoothing must ...`` -> ``--label_smoothing_factor must ...``."""
@@ -105,3 +156,26 @@ class LossConfigMixin:
         memo[id(self)] = clone
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return clone
+
+
+def pinned_knobs(config_class: type[LossConfigMixin], loss: str, settings: dict[str, Any]) -> list[str]:
+    """The knobs in `settings`, set for another loss, that `loss` pins to other values; each with a warning.
+
+    The rule of the module docstring for a knob inherited from a lower level: it is dropped, loudly.
+    """
+    preset = config_class.PRESETS.get(loss)
+    if preset is None or settings.get("loss") == loss:
+        return []
+    dropped = [
+        knob
+        for knob in config_class.KNOBS
+        if settings.get(knob) is not None and knob in preset.fixed and settings[knob] != preset.fixed[knob]
+    ]
+    for knob in dropped:
+        warnings.warn(
+            f"--{knob} {settings[knob]} was set for --loss {settings.get('loss', 'default')} and does not apply "
+            f"to --loss {loss}, which uses {knob}={preset.fixed[knob]}: dropped",
+            UserWarning,
+            stacklevel=3,
+        )
+    return dropped

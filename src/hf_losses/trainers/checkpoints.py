@@ -9,7 +9,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def is_complete_checkpoint(path: str | Path) -> bool:
@@ -29,7 +29,7 @@ def complete_checkpoints(output_dir: str | Path) -> list[str]:
     if not folder.is_dir():
         return []
     steps = sorted(
-        (int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+        (int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_NAME.match(p.name))
     )
     complete = []
     for _, path in steps:

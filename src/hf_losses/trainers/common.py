@@ -62,6 +62,8 @@ class LossTrainerMixin:
                 "labels, and this trainer reads them from 'labels' only: leave label_names unset "
                 "(class names go into the model config's id2label, or --class_names in the scripts)"
             )
+        if self.args.dataloader_pin_memory and self.args.device.type == "cpu":
+            self.args.dataloader_pin_memory = False  # pinning needs an accelerator: on the CPU it only warns
         self.loss_fn = self.args.build_loss(reduction="sum")
         self.dataset_info = dataset_info or DatasetInfo.from_dataset(self.train_dataset)
         self.split_metrics: dict[str, dict[str, Any]] = {}  # metric prefix -> metrics of the last evaluation
@@ -360,6 +362,20 @@ class LossTrainerMixin:
         if self.accelerator.num_processes > 1 and torch.is_tensor(getattr(self, "_tr_loss", None)):
             self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
         return super()._finalize_training(*args, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The stock warnings on resume, without the keys no checkpoint holds: weights tied to a saved one
+        (Marian's ``embed_tokens`` and ``lm_head`` are the shared embedding) and ones the model never saves
+        (sinusoidal positions). Any other missing key is still reported."""
+        model = self.accelerator.unwrap_model(self.model)
+        missing = set(load_result.missing_keys)
+        tied = getattr(model, "all_tied_weights_keys", None) or {}
+        never_saved = {target for target, source in tied.items() if source not in missing}
+        never_saved |= set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+        if missing & never_saved:
+            model.tie_weights()
+        real = [key for key in load_result.missing_keys if key not in never_saved]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=real))
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save as usual, then write the current model card next to the weights."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -130,13 +130,19 @@ class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingAr
         },
     )
 
-    def __post_init__(self):
+    # Not a flag: the loss and knobs of the config ``dataclasses.replace`` copied this one from (see base_config).
+    knobs_of: InitVar[dict | None] = None
+
+    def __post_init__(self, knobs_of: dict | None = None):
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"--threshold must be in (0, 1), got {self.threshold!r}")
         if self.tune_class_thresholds and not self.tune_threshold:
             raise ValueError("--tune_class_thresholds tunes on the data of --tune_threshold: set both")
         super().__post_init__()
+        self.drop_inherited_knobs(knobs_of)
         self.check_loss()
+        self.check_training_budget()
+        self.knobs_of = self.record_knobs()  # what dataclasses.replace passes on as knobs_of
 
     def resolved_knobs(self) -> dict[str, Any]:
         knobs = super().resolved_knobs()
@@ -191,6 +197,12 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
         if self.compute_metrics is None:
             self.compute_metrics = MultiLabelMetrics(threshold=self.args.threshold)
         self.threshold_dataset, self.threshold_dataset_split = threshold_dataset, threshold_split
+        one_eval_set = self.eval_dataset is not None and not isinstance(self.eval_dataset, dict)
+        if self.args.tune_threshold and threshold_dataset is None and not one_eval_set:
+            raise ValueError(
+                "tune_threshold=True needs one eval_dataset (not a dict of them) or a threshold_dataset to tune "
+                "the threshold on after training (or leave it False and call trainer.tune_threshold(data))"
+            )
         self.threshold_split: str | None = None  # where the threshold was tuned, if it was
         self.class_thresholds: list[float] | None = None  # per-class thresholds, if tuned
 
@@ -205,12 +217,7 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
         output = super().train(*args, **kwargs)
         if self.args.tune_threshold and self.threshold_dataset is not None:
             self.tune_threshold(self.threshold_dataset, split=self.threshold_dataset_split)
-        elif self.args.tune_threshold:
-            if self.eval_dataset is None or isinstance(self.eval_dataset, dict):
-                raise ValueError(
-                    "tune_threshold=True needs one eval_dataset or a threshold_dataset "
-                    "(or call trainer.tune_threshold(data))"
-                )
+        elif self.args.tune_threshold:  # __init__ checked that there is one eval_dataset
             self.tune_threshold()
         return output
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import torch
@@ -104,10 +104,16 @@ class EncouragingSeq2SeqConfig(LossConfigMixin, CheckpointAveragingArguments, Se
         },
     )
 
-    def __post_init__(self):
+    # Not a flag: the loss and knobs of the config ``dataclasses.replace`` copied this one from (see base_config).
+    knobs_of: InitVar[dict | None] = None
+
+    def __post_init__(self, knobs_of: dict | None = None):
         super().__post_init__()
+        self.drop_inherited_knobs(knobs_of)
         self.check_loss()
         self.check_bonus_schedule()
+        self.check_training_budget()
+        self.knobs_of = self.record_knobs()  # what dataclasses.replace passes on as knobs_of
 
     def check_bonus_schedule(self) -> None:
         """One-line errors for the schedule flags."""
@@ -219,9 +225,20 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._check_encoder_decoder()
         if self.args.fused_lm_head:
             self._check_fused_lm_head()
             self.linear_loss_fn = self.args.build_linear_loss("sum")
+
+    def _check_encoder_decoder(self) -> None:
+        """A decoder-only model has no decoder inputs to build: refuse it now, not at the first step."""
+        config = getattr(self.model, "config", None)
+        if config is not None and not getattr(config, "is_encoder_decoder", False):
+            raise ValueError(
+                f"{type(self).__name__} trains encoder-decoder models; {type(self.model).__name__} is decoder-only: "
+                "use transformers' Trainer with compute_loss_func=hf_losses.trainer_loss_func("
+                "EncouragingLoss(...), shift_labels=True)"
+            )
 
     def _check_fused_lm_head(self) -> None:
         """One-line errors for setups where the loss cannot apply the model's output projection itself."""
