@@ -1,7 +1,8 @@
 """scripts/compare.py and hf_losses.experiments: grid errors, resumable runs, aggregation, significance, report.
 
-The runner's mechanics are tested against a stand-in task script (a few lines of Python that write the files a
-real run writes, in milliseconds); one test (slow) runs a real 2 x 2 grid of scripts/translate.py on tiny data and resumes a killed run.
+The runner's mechanics are tested against a stand-in for ``python -m hf_losses`` (a few lines of Python that
+write the files a real run writes, in milliseconds); the grids' flags are still checked by the real parsers.
+One test (slow) runs a real 2 x 2 grid of translate runs on tiny data and resumes a killed run.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from hf_losses.experiments import GridError, load_grid, main, parse_grid
+from hf_losses.experiments import GridError, load_grid, main, parse_grid, runner
 from hf_losses.experiments.significance import (
     multilabel_paired_bootstrap,
     sacrebleu_paired_bootstrap,
@@ -43,10 +46,8 @@ GOOD = {
 def test_grid_command_order_and_values(tmp_path):
     grid = parse_grid(GOOD)
     assert grid.runs() == [("ce", 1), ("cel", 1), ("ce", 2), ("cel", 2)]
-    argv = grid.command("cel", 2, tmp_path / "cel" / "seed-2", tmp_path)
-    assert argv[1] == str(tmp_path / "translate.py")
-    assert argv[2:] == [
-        "--max_steps", "2", "--do_train", "true", "--text_column", "title", "body",
+    assert grid.argv("cel", 2, tmp_path / "cel" / "seed-2") == [
+        "translate", "--max_steps", "2", "--do_train", "true", "--text_column", "title", "body",
         "--loss", "cel", "--log_end", "0.5", "--seed", "2", "--output_dir", str(tmp_path / "cel" / "seed-2"),
     ]  # fmt: skip
 
@@ -89,7 +90,7 @@ def test_missing_keys_and_bad_files(tmp_path):
 def test_main_reports_a_bad_grid_in_one_line(tmp_path, capsys):
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({**GOOD, "baseline": "nope"}))
-    assert main([str(path), "--output_dir", str(tmp_path / "out")], scripts_dir=tmp_path) == 2
+    assert main([str(path), "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("compare.py: error:") and "baseline 'nope' is not a variant" in err
     assert len(err.splitlines()) == 1
@@ -151,24 +152,26 @@ def test_seed_t_test_hand_computed():
 
 STAND_IN = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys, time
     from pathlib import Path
 
     import numpy as np
 
-    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    task, args = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
     out = Path(args["--output_dir"]); out.mkdir(parents=True, exist_ok=True)
     seed, loss = int(args["--seed"]), args.get("--loss", "x")
     with open(out.parent.parent / "calls.txt", "a") as f:
         f.write(f"{loss}/{seed} resumed={(out / 'checkpoint-1').is_dir()}\\n")
-    if loss == "boom":
-        print("ValueError: boom is not a loss"); sys.exit(2)
+    if os.environ.get("STAND_IN_SLEEP"):  # a long run: say who it is, then train "forever"
+        (out / "pid").write_text(str(os.getpid())); time.sleep(300)
+    if loss == "el":
+        print("RuntimeError: el diverged"); sys.exit(2)
     (out / "checkpoint-1").mkdir(exist_ok=True)
     better = 1.0 if loss in ("cel", "apl") else 0.0
     rng = np.random.default_rng(seed)
     history = [{"step": s, "nll_loss": 3.0 / s + 0.1 * better} for s in (1, 2, 3)] + [{"step": 3, "eval_nll_loss": 2.5}]
     (out / "trainer_state.json").write_text(json.dumps({"log_history": history}))
-    if "translate" in sys.argv[0]:
+    if task == "translate":
         refs = [f"sentence number {i} is here" for i in range(40)]
         hyps = [r if better or i % 3 else "wrong" for i, r in enumerate(refs)]
         (out / "test_predictions.txt").write_text("\\n".join(hyps) + "\\n")
@@ -189,12 +192,12 @@ STAND_IN = textwrap.dedent(
 
 
 @pytest.fixture
-def stand_in(tmp_path) -> Path:
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    for name in ("translate.py", "classify.py"):
-        (scripts / name).write_text(STAND_IN)
-    return scripts
+def stand_in(tmp_path, monkeypatch) -> Path:
+    """The runner starts the stand-in instead of ``python -m hf_losses``."""
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    monkeypatch.setattr(runner, "LAUNCHER", [sys.executable, str(script)])
+    return script
 
 
 def write_grid(path: Path, **change) -> Path:
@@ -209,7 +212,7 @@ def calls(out: Path) -> list[str]:
 def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in, capsys):
     grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
     flags = ["--output_dir", str(out), "--no_progress", "--bootstrap_samples", "200"]
-    assert main([str(grid), *flags], scripts_dir=stand_in) == 0
+    assert main([str(grid), *flags]) == 0
     assert calls(out) == [
         "ce/1 resumed=False",
         "cel/1 resumed=False",
@@ -245,7 +248,7 @@ def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in
     assert "| cel | test_bleu | +20.0000 |" in report
 
     before = (out / "ce" / "seed-1" / "compare_done.json").stat().st_mtime_ns
-    assert main([str(grid), *flags, "--no_figures"], scripts_dir=stand_in) == 0
+    assert main([str(grid), *flags, "--no_figures"]) == 0
     assert len(calls(out)) == 4  # nothing ran again
     assert (out / "ce" / "seed-1" / "compare_done.json").stat().st_mtime_ns == before
 
@@ -253,37 +256,34 @@ def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in
 def test_killed_run_resumes_and_changed_flags_are_refused(tmp_path, stand_in, capsys):
     grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
     quick = ["--no_progress", "--no_figures", "--bootstrap_samples", "50"]
-    assert main([str(grid), "--output_dir", str(out), *quick], scripts_dir=stand_in) == 0
+    assert main([str(grid), "--output_dir", str(out), *quick]) == 0
     killed = out / "cel" / "seed-2"
     (killed / "compare_done.json").unlink()  # killed before it finished: a checkpoint but no marker
     (killed / "all_results.json").unlink()
-    assert main([str(grid), "--output_dir", str(out), "--report_only", *quick], scripts_dir=stand_in) == 0
+    assert main([str(grid), "--output_dir", str(out), "--report_only", *quick]) == 0
     report = (out / "report.md").read_text()
     assert "**Not finished (not in the tables):** cel/seed-2." in report
     assert json.loads((out / "results.json").read_text())["summary"]["cel"]["test_bleu"]["n"] == 1
-    assert main([str(grid), "--output_dir", str(out), *quick], scripts_dir=stand_in) == 0
+    assert main([str(grid), "--output_dir", str(out), *quick]) == 0
     assert calls(out)[4:] == ["cel/2 resumed=True"]  # only the killed run, with its checkpoint there
     assert "$ " in (killed / "compare_log.txt").read_text()
 
     changed = write_grid(tmp_path / "changed.yaml", args={"max_steps": 5})
     capsys.readouterr()
-    assert main([str(changed), "--output_dir", str(out)], scripts_dir=stand_in) == 2
+    assert main([str(changed), "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "was started with other settings (max_steps differ)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_failed_run_stops_the_grid_with_one_line(tmp_path, stand_in, capsys):
-    grid = write_grid(tmp_path / "grid.yaml", variants={"ce": {"loss": "ce"}, "bad": {"loss": "boom"}})
+    grid = write_grid(tmp_path / "grid.yaml", variants={"ce": {"loss": "ce"}, "bad": {"loss": "el"}})
     out = tmp_path / "out"
-    assert (
-        main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"], scripts_dir=stand_in)
-        == 1
-    )
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith(
-        "compare.py: error: run bad/seed-1 failed (exit status 2): ValueError: boom is not a loss"
+        "compare.py: error: run bad/seed-1 failed (exit status 2): RuntimeError: el diverged"
     )
-    assert calls(out) == ["ce/1 resumed=False", "boom/1 resumed=False"]
+    assert calls(out) == ["ce/1 resumed=False", "el/1 resumed=False"]
     assert (out / "report.md").is_file()  # the report covers what finished
 
 
@@ -299,7 +299,6 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
     assert (
         main(
             [str(grid), "--output_dir", str(out), "--no_progress", "--bootstrap_samples", "100"],
-            scripts_dir=stand_in,
         )
         == 0
     )
@@ -313,7 +312,7 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
 
     before = (out / "results.json").read_bytes()
     flags = ["--output_dir", str(out), "--no_progress", "--bootstrap_samples", "100", "--baseline", "apl"]
-    assert main([str(grid), *flags], scripts_dir=stand_in) == 0
+    assert main([str(grid), *flags]) == 0
     against_apl = json.loads((out / "results-vs-apl.json").read_text())
     assert against_apl["grid"]["baseline"] == "apl" and set(against_apl["comparisons"]) == {"bce"}
     assert against_apl["comparisons"]["bce"]["eval_map"]["delta"] == pytest.approx(-0.2)
@@ -324,10 +323,7 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
 
 def test_another_baseline_must_be_a_variant(tmp_path, stand_in, capsys):
     grid = write_grid(tmp_path / "grid.yaml")
-    assert (
-        main([str(grid), "--output_dir", str(tmp_path / "out"), "--baseline", "el"], scripts_dir=stand_in)
-        == 2
-    )
+    assert main([str(grid), "--output_dir", str(tmp_path / "out"), "--baseline", "el"]) == 2
     assert (
         capsys.readouterr().err.strip()
         == "compare.py: error: --baseline 'el' is not a variant; variants: ce, cel"
@@ -337,11 +333,124 @@ def test_another_baseline_must_be_a_variant(tmp_path, stand_in, capsys):
 
 def test_dry_run_prints_the_unfinished_commands(tmp_path, stand_in, capsys):
     grid = write_grid(tmp_path / "grid.yaml")
-    assert main([str(grid), "--output_dir", str(tmp_path / "out"), "--dry_run"], scripts_dir=stand_in) == 0
+    assert main([str(grid), "--output_dir", str(tmp_path / "out"), "--dry_run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[0].endswith(
-        f"--loss ce --seed 1 --output_dir {tmp_path / 'out' / 'ce' / 'seed-1'}"
+    assert len(lines) == 4 and lines[0].startswith("python -m hf_losses translate --max_steps 3")
+    assert lines[0].endswith(f"--loss ce --seed 1 --output_dir {tmp_path / 'out' / 'ce' / 'seed-1'}")
+
+
+def test_every_variant_is_parsed_by_its_task_parser_before_any_run(tmp_path, stand_in, capsys):
+    out = tmp_path / "out"
+    for variants, expected in (
+        ({"ce": {"loss": "ce"}, "cel": {"loss": "cel", "log_end": 1.5}}, "variant cel: "),
+        ({"ce": {"loss": "ce"}, "cel": {"loss": "cel", "log_ned": 0.5}}, "variant cel: "),
+        ({"bce": {"loss": "bce"}, "apl": {"loss": "apl", "gamma_neg": "x"}}, "variant apl: "),
+    ):
+        task = "classification" if "bce" in variants else "translation"
+        grid = write_grid(tmp_path / "grid.yaml", task=task, baseline=next(iter(variants)), variants=variants)
+        assert main([str(grid), "--output_dir", str(out), "--no_progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"compare.py: error: {grid}: {expected}") and len(err.splitlines()) == 1, err
+        flag = next(iter(set(variants[list(variants)[1]]) - {"loss"}))
+        assert f"--{flag}" in err or f"{flag}" in err, err
+        assert not out.exists() and calls(out) == []  # nothing ran, nothing written
+
+
+def test_recorded_commands_are_portable_and_old_records_still_read(tmp_path, stand_in, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path / "grid.yaml")
+    assert main(["grid.yaml", "--output_dir", str(tmp_path / "out"), "--no_progress", "--no_figures"]) == 0
+    done = json.loads((tmp_path / "out" / "cel" / "seed-2" / "compare_done.json").read_text())
+    assert done["command"] == [
+        "python", "-m", "hf_losses", "translate", "--max_steps", "3", "--loss", "cel", "--log_end", "0.5",
+        "--seed", "2", "--output_dir", "out/cel/seed-2",
+    ]  # fmt: skip
+    log = (tmp_path / "out" / "cel" / "seed-2" / "compare_log.txt").read_text()
+    assert "\n$ python -m hf_losses translate --max_steps 3" in log and sys.executable not in log
+    assert (
+        "python -m hf_losses translate --max_steps 3 --loss ce --seed 1 --output_dir out/ce/seed-1"
+        in (tmp_path / "out" / "report.md").read_text()
     )
+    old = {  # what the runner wrote before: the machine's interpreter and script
+        "command": ["/usr/bin/python3", "/home/u/hf_losses/scripts/translate.py", "--loss", "ce"],
+        "returncode": 0,
+        "wall_time_s": 12.5,
+    }
+    (tmp_path / "out" / "ce" / "seed-1" / "compare_done.json").write_text(json.dumps(old))
+    assert main([str(grid), "--output_dir", "out", "--report_only", "--no_figures"]) == 0
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert [r["wall_time_s"] for r in runs if r["variant"] == "ce" and r["seed"] == 1] == [12.5]
+
+
+def test_without_matplotlib_the_results_and_report_are_still_written(tmp_path, stand_in, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--bootstrap_samples", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the report will have no figures: matplotlib is not installed" in err
+    assert err.index("warning") < err.index("\n") + 1  # said before the runs, on the first line
+    assert "pip install 'hf_losses[experiments]'" in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["figures"] == [] and "matplotlib is not installed" in results["figures_skipped"]
+    assert (
+        "Skipped: matplotlib is not installed (pip install 'hf_losses[experiments]')."
+        in (out / "report.md").read_text()
+    )
+    assert not list(out.glob("*.png")) and len(calls(out)) == 4
+
+
+def test_a_run_folder_held_by_another_runner_is_refused(tmp_path, stand_in, capsys):
+    import fcntl
+
+    grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
+    busy = out / "ce" / "seed-1"
+    busy.mkdir(parents=True)
+    with open(busy / "compare_log.txt", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"compare.py: error: run folder {busy} is in use by another runner (it holds {busy / 'compare_log.txt'} "
+        "locked); wait for it to finish or stop it"
+    )
+    assert calls(out) == [] and not (busy / "compare_flags.json").exists()
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 0  # released
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of a process (Z: exited, not yet reaped), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_a_killed_runner_takes_its_run_with_it(tmp_path, stand_in):
+    grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
+    code = (
+        "import sys; from hf_losses.experiments import main, runner; "
+        f"runner.LAUNCHER = [sys.executable, {str(stand_in)!r}]; "
+        f"sys.exit(main([{str(grid)!r}, '--output_dir', {str(out)!r}, '--no_progress']))"
+    )
+    env = {**os.environ, "STAND_IN_SLEEP": "1"}
+    compare = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    pid_file, deadline = out / "ce" / "seed-1" / "pid", time.monotonic() + 240
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert compare.poll() is None, compare.stderr.read()
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    assert _process_state(child) not in (None, "Z")
+    compare.kill()  # kill -9: no handler of the runner runs
+    compare.wait()
+    deadline = time.monotonic() + 20
+    while _process_state(child) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survived = _process_state(child) not in (None, "Z")
+    if survived:  # leave no stand-in sleeping behind
+        os.kill(child, signal.SIGKILL)
+    assert not survived, "the run outlived its runner"
 
 
 # ------------------------------------------------------------------------------------------ the real script

@@ -214,10 +214,7 @@ def _script_args(paths: dict[str, Path], out: Path, per_device_batch: int) -> li
 
 
 def _run_in_process(args: list[str], monkeypatch) -> None:
-    spec = importlib.util.spec_from_file_location("translate_script_ref", TRANSLATE)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("hf_losses.apps.translate")
     module.main(*module.make_parser().parse_args_and_recipe(args))
 
 

@@ -89,17 +89,9 @@ def data_args(data_dir: Path) -> list[str]:
 
 
 @pytest.fixture
-def load_script(monkeypatch):
-    """Import scripts/classify.py as a module (registered, so its dataclasses resolve their annotations)."""
-
-    def load():
-        spec = importlib.util.spec_from_file_location("classify_script", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
+def load_script():
+    """The application behind scripts/classify.py."""
+    return lambda: importlib.import_module("hf_losses.apps.classify")
 
 
 def test_local_files_end_to_end(tmp_path, data_dir):

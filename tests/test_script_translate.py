@@ -78,13 +78,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def translate():
-    """scripts/translate.py imported as a module (its `main()` is run in-process)."""
-    spec = importlib.util.spec_from_file_location("translate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script defines them
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The application behind scripts/translate.py (its `main()` is run in-process)."""
+    return importlib.import_module("hf_losses.apps.translate")
 
 
 @pytest.fixture(autouse=True)

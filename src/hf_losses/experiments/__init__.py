@@ -1,8 +1,15 @@
-"""Side-by-side experiments: a grid of task-script runs over variants and seeds, compared with a baseline.
+"""Side-by-side experiments: a grid of task runs over variants and seeds, compared with a baseline.
 
-``scripts/compare.py GRID.yaml [--output_dir DIR]`` is :func:`main`; the pieces are the grid file
-(:mod:`.grid`), the resumable runner (:mod:`.runner`), aggregation over seeds and the comparisons
-(:mod:`.aggregate`), the paired significance tests (:mod:`.significance`), figures and the report.
+    hf-losses compare compare-multi30k-de-en --output_dir results/multi30k-de-en
+    python scripts/compare.py scripts/recipes/compare-multi30k-de-en.yaml --output_dir results/multi30k-de-en
+
+That is :func:`main`. Each run is ``python -m hf_losses translate|classify <flags> --seed k --output_dir
+DIR/<variant>/seed-<k>``; running the command again skips finished runs and resumes killed ones from their
+last checkpoint. Writes ``DIR/results.json``, ``DIR/report.md`` and, with matplotlib (the ``experiments``
+extra), PNG figures. ``--report_only`` rebuilds them from the runs so far; ``--dry_run`` prints the commands.
+The pieces are the grid file (:mod:`.grid`), the resumable runner (:mod:`.runner`), aggregation over seeds
+and the comparisons (:mod:`.aggregate`), the paired significance tests (:mod:`.significance`), figures and
+the report.
 """
 
 from .aggregate import collect_runs, compare, summarise

@@ -11,14 +11,21 @@ import torch
 from ..metrics.calibration import TokenCalibration, reliability_counts
 from .aggregate import RunResult
 
-__all__ = ["write_figures"]
+__all__ = ["missing_matplotlib", "write_figures"]
+
+
+def missing_matplotlib() -> str | None:
+    """Why the figures cannot be drawn (matplotlib, of the ``experiments`` extra, is not installed), or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib is not installed (pip install 'hf_losses[experiments]')"
+    return None
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:  # pragma: no cover - matplotlib ships with the dev extra
-        raise ValueError("the comparison figures need matplotlib: pip install matplotlib") from None
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,6 +1,6 @@
 """The grid file of a comparison: which script, which seeds, which variants, which shared flags.
 
-    task: translation            # or classification: scripts/translate.py or scripts/classify.py
+    task: translation            # or classification: hf-losses translate or hf-losses classify
     seeds: [1, 2, 3]
     baseline: ce
     description: optional text for the report
@@ -9,7 +9,7 @@
       ce: {loss: ce}
       cel: {loss: cel, log_end: 0.5}
 
-Every run is ``python scripts/<task script> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
+Every run is ``python -m hf_losses <translate|classify> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
 variant flags override shared ones; a list value becomes several values (``text_column: [title, body]``);
 booleans become ``true``/``false``. ``seed``, ``output_dir`` and ``overwrite_output_dir`` belong to the runner.
 """
@@ -17,16 +17,15 @@ booleans become ``true``/``false``. ``seed``, ``output_dir`` and ``overwrite_out
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["GridError", "Grid", "load_grid", "TASK_SCRIPTS"]
+__all__ = ["GridError", "Grid", "load_grid", "TASK_COMMANDS"]
 
-TASK_SCRIPTS = {"translation": "translate.py", "classification": "classify.py"}
+TASK_COMMANDS = {"translation": "translate", "classification": "classify"}  # hf-losses commands
 RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
 KEYS = ("task", "seeds", "baseline", "args", "variants", "description")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -48,8 +47,9 @@ class Grid:
     source: str = field(default="", compare=False)
 
     @property
-    def script(self) -> str:
-        return TASK_SCRIPTS[self.task]
+    def app(self) -> str:
+        """The ``hf-losses`` command (and ``hf_losses.apps`` module) that runs the task."""
+        return TASK_COMMANDS[self.task]
 
     def flags(self, variant: str) -> dict[str, Any]:
         """The shared flags with the variant's on top."""
@@ -65,9 +65,9 @@ class Grid:
         """(variant, seed) in the order they run: seed by seed, so a partial grid has whole seeds."""
         return [(v, s) for s in self.seeds for v in self.variants]
 
-    def command(self, variant: str, seed: int, output_dir: Path, scripts_dir: Path) -> list[str]:
-        """The argv of one run."""
-        argv = [sys.executable, str(Path(scripts_dir) / self.script)]
+    def argv(self, variant: str, seed: int, output_dir: Path) -> list[str]:
+        """The ``hf-losses`` arguments of one run: ``translate --flag value ... --seed k --output_dir DIR``."""
+        argv = [self.app]
         for flag, value in self.flags(variant).items():
             values = value if isinstance(value, list) else [value]
             argv += [f"--{flag}", *(_as_text(v) for v in values)]
@@ -111,8 +111,8 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     if missing:
         raise GridError(f"{source}: missing key(s) {', '.join(missing)}")
     task = data["task"]
-    if task not in TASK_SCRIPTS:
-        raise GridError(f"{source}: task must be one of {', '.join(TASK_SCRIPTS)}; got {task!r}")
+    if task not in TASK_COMMANDS:
+        raise GridError(f"{source}: task must be one of {', '.join(TASK_COMMANDS)}; got {task!r}")
     seeds = data["seeds"]
     if (
         not isinstance(seeds, list)

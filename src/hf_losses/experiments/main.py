@@ -1,8 +1,9 @@
-"""``scripts/compare.py GRID.yaml [--output_dir DIR]``: run a grid, then write results.json, report.md, figures."""
+"""``hf-losses compare GRID.yaml [--output_dir DIR]``: run a grid, then write results.json, report.md, figures."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -10,43 +11,52 @@ import sys
 from pathlib import Path
 
 from .aggregate import collect_runs, compare, json_ready, summarise
-from .figures import write_figures
+from .figures import missing_matplotlib, write_figures
 from .grid import Grid, GridError, load_grid
 from .report import main_metrics, write_report
-from .runner import RunFailed, run_dir, run_grid
+from .runner import RunFailed, is_finished, run_dir, run_grid
+from .runner import command as run_command
 from .significance import BOOTSTRAP_SAMPLES
 
-__all__ = ["aggregate_grid", "main"]
+__all__ = ["aggregate_grid", "check_variants", "main"]
+
+
+def check_variants(grid: Grid, output_dir: Path) -> None:
+    """Parse every variant's flags with its task's own parser (its dataclasses and their checks), before any
+    run starts: a typo or a bad value is one GridError naming the variant, not a failure hours in."""
+    app = importlib.import_module(f"hf_losses.apps.{grid.app}")
+    seed = grid.seeds[0]
+    for variant in grid.variants:
+        try:
+            app.make_parser().parse_args_and_recipe(
+                grid.argv(variant, seed, run_dir(output_dir, variant, seed))[1:]
+            )
+        except (ValueError, FileNotFoundError) as err:  # UsageError is a ValueError
+            raise GridError(f"{grid.source}: variant {variant}: {' '.join(str(err).split())}") from None
 
 
 def aggregate_grid(
     grid: Grid,
     output_dir: Path,
     command: str,
-    scripts_dir: Path,
     n_samples: int = BOOTSTRAP_SAMPLES,
     figures: bool = True,
     suffix: str = "",
 ) -> dict:
-    """Read the finished runs and write results{suffix}.json, report{suffix}.md and the figures."""
+    """Read the finished runs and write results{suffix}.json, report{suffix}.md and, with matplotlib, the figures."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(grid, output_dir)
     summary = summarise(runs)
     comparisons, reference_sources = compare(grid, runs, n_samples)
     metrics = main_metrics(grid.task, summary)
+    figures_skipped = missing_matplotlib() if figures else None
     figures = (
         write_figures(output_dir, runs, list(grid.variants), grid.task, metrics)
-        if summary and figures
+        if summary and figures and not figures_skipped
         else []
     )
-    example = grid.command(
-        grid.baseline, grid.seeds[0], run_dir(output_dir, grid.baseline, grid.seeds[0]), scripts_dir
-    )
-    script = (
-        os.path.relpath(example[1]) if Path(example[1]).resolve().is_relative_to(Path.cwd()) else example[1]
-    )
-    example = ["python", *[shlex.quote(a) for a in [script, *example[2:]]]]
+    example = [shlex.quote(a) for a in run_command(grid, grid.baseline, grid.seeds[0], output_dir)]
     results = {
         "grid": {
             "source": grid.source,
@@ -74,6 +84,7 @@ def aggregate_grid(
         "comparisons": comparisons,
         "significance": {"n_samples": n_samples, "reference_sources": reference_sources},
         "figures": [p.name for p in figures],
+        "figures_skipped": figures_skipped,
     }
     (output_dir / f"results{suffix}.json").write_text(
         json.dumps(json_ready(results), indent=2) + "\n", encoding="utf-8"
@@ -88,6 +99,7 @@ def aggregate_grid(
         figures,
         reference_sources,
         example,
+        figures_skipped,
     )
     return results
 
@@ -95,7 +107,7 @@ def aggregate_grid(
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="compare.py",
-        description="Run a grid of translate.py/classify.py runs over variants and seeds; compare them with the baseline.",
+        description="Run a grid of translate/classify runs over variants and seeds; compare them with the baseline.",
     )
     parser.add_argument("grid", help="YAML grid file (task, seeds, baseline, args, variants)")
     parser.add_argument(
@@ -116,12 +128,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
-    """The command line; returns the exit status (0 ok, 1 a run failed, 2 bad grid or arguments)."""
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 1 a run failed, 2 bad grid or arguments, or a run
+    folder held by another runner)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     prog = "compare.py"
-    scripts_dir = Path(scripts_dir or Path(sys.argv[0]).resolve().parent)
     try:
         grid = load_grid(args.grid)
         if args.bootstrap_samples < 1:
@@ -132,25 +144,30 @@ def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
             # another baseline is a second report on the same runs: no run starts, the figures stay
             grid, suffix = grid.with_baseline(args.baseline), f"-vs-{args.baseline}"
         report_only, figures = args.report_only or bool(suffix), not (args.no_figures or suffix)
-        command = " ".join(shlex.quote(a) for a in ["python", "scripts/compare.py", *argv])
+        command_line = " ".join(shlex.quote(a) for a in ["python", "scripts/compare.py", *argv])
         status = 0
+        if not report_only:
+            check_variants(grid, output_dir)
         if args.dry_run:
-            from .runner import is_finished
-
             for variant, seed in grid.runs():
-                path = run_dir(output_dir, variant, seed)
-                if not is_finished(path):
-                    print(shlex.join(grid.command(variant, seed, path, scripts_dir)))
+                if not is_finished(run_dir(output_dir, variant, seed)):
+                    print(shlex.join(run_command(grid, variant, seed, output_dir)))
             return 0
+        if figures and missing_matplotlib():
+            print(
+                f"{prog}: warning: the report will have no figures: {missing_matplotlib()}", file=sys.stderr
+            )
         if not report_only:
             try:
-                run_grid(grid, output_dir, scripts_dir, progress=not args.no_progress)
+                run_grid(grid, output_dir, progress=not args.no_progress)
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 status = 1
-        aggregate_grid(grid, output_dir, command, scripts_dir, args.bootstrap_samples, figures, suffix)
+        results = aggregate_grid(grid, output_dir, command_line, args.bootstrap_samples, figures, suffix)
         written = [output_dir / f"results{suffix}.json", output_dir / f"report{suffix}.md"]
-        print(f"{prog}: wrote {', '.join(map(str, written))}{' and the figures' if figures else ''}")
+        print(
+            f"{prog}: wrote {', '.join(map(str, written))}{' and the figures' if results['figures'] else ''}"
+        )
         return status
     except (GridError, ValueError, FileNotFoundError) as err:
         if os.environ.get("HF_LOSSES_DEBUG"):

@@ -71,6 +71,7 @@ def write_report(
     figures: list[Path],
     reference_sources: list[str],
     example_command: list[str],
+    figures_skipped: str | None = None,
 ) -> None:
     """Write report.md."""
     variants = list(grid.variants)
@@ -86,7 +87,7 @@ def write_report(
         command,
         "```",
         "",
-        f"Task `{grid.task}` (`scripts/{grid.script}`), seeds {list(grid.seeds)}, baseline `{grid.baseline}`. "
+        f"Task `{grid.task}` (`hf-losses {grid.app}`), seeds {list(grid.seeds)}, baseline `{grid.baseline}`. "
         f"Runs finished: {len(finished)} of {len(runs)}.",
         "",
         "## Settings",
@@ -158,9 +159,9 @@ def write_report(
     )
     if signatures:
         lines += ["## sacreBLEU signatures", "", *(f"- {s}" for s in signatures), ""]
-    if figures:
+    if figures or figures_skipped:
         lines += ["## Figures", ""]
-        lines += [f"![{p.stem}]({p.name})" for p in figures]
+        lines += [f"![{p.stem}]({p.name})" for p in figures] or [f"Skipped: {figures_skipped}."]
         lines.append("")
     lines += ["## Runs", "", "| run | finished | wall time of its last sitting (s) |", "|---|---|---|"]
     for r in runs:

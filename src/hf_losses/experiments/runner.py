@@ -1,32 +1,56 @@
-"""Run every (variant, seed) of a grid as a subprocess of the task script, resumably.
+"""Run every (variant, seed) of a grid as a subprocess (``python -m hf_losses translate|classify``), resumably.
 
 A run lives in ``DIR/<variant>/seed-<k>/``. Before it starts, its flags go to ``compare_flags.json``; its
-output (stdout and stderr) is appended to ``compare_log.txt``; when the script exits with status 0 the runner
+output (stdout and stderr) is appended to ``compare_log.txt``; when the run exits with status 0 the runner
 writes ``compare_done.json`` (command, wall time). A run with that marker is finished and skipped; a run
-without it is started again with the same flags and no ``--overwrite_output_dir``, so the script resumes
-from the last checkpoint in its output_dir (from scratch if it saved none).
+without it is started again with the same flags and no ``--overwrite_output_dir``, so it resumes from the
+last checkpoint in its output_dir (from scratch if it saved none).
+
+The command is recorded portably, as ``python -m hf_losses translate ... --output_dir DIR/...`` with DIR
+relative to the working directory when it lies below it (results written before recorded the absolute
+interpreter and script path; they are read all the same: only the wall time is read back).
+
+One writer per run folder: while a run is going, the runner holds an exclusive ``flock`` on its
+``compare_log.txt``, and the run inherits it as its stdout, so a second runner refuses that folder until both
+have exited. On Linux the run also dies with the runner (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, asked for in
+the child before it starts): a killed runner leaves no orphan training on, and the next runner resumes the run
+from its last checkpoint as after any kill. Elsewhere a run outlives a killed runner; the lock still keeps a
+second runner out of its folder while it lives.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
+import shlex
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import Grid, GridError
 
-__all__ = ["DONE_FILE", "RunFailed", "is_finished", "run_dir", "run_grid"]
+__all__ = ["DONE_FILE", "RunFailed", "RunFolderBusy", "command", "is_finished", "run_dir", "run_grid"]
 
 DONE_FILE = "compare_done.json"
 FLAGS_FILE = "compare_flags.json"
 LOG_FILE = "compare_log.txt"
+RECORDED = ["python", "-m", "hf_losses"]  # how a run's command is written down
+LAUNCHER = [sys.executable, "-m", "hf_losses"]  # how it is started (the same, with this interpreter)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class RunFailed(RuntimeError):
-    """A run's script exited with an error (one line, pointing at its log)."""
+    """A run exited with an error (one line, pointing at its log)."""
+
+
+class RunFolderBusy(ValueError):
+    """Another runner (or its run) is writing to this run folder."""
 
 
 @dataclass
@@ -43,6 +67,42 @@ def run_dir(output_dir: Path, variant: str, seed: int) -> Path:
 
 def is_finished(path: Path) -> bool:
     return (Path(path) / DONE_FILE).is_file()
+
+
+def portable(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    path = Path(path)
+    return Path(os.path.relpath(path)) if path.resolve().is_relative_to(Path.cwd().resolve()) else path
+
+
+def command(grid: Grid, variant: str, seed: int, output_dir: Path) -> list[str]:
+    """The recorded command of one run: ``python -m hf_losses translate ... --output_dir DIR/<variant>/seed-<k>``."""
+    return [*RECORDED, *grid.argv(variant, seed, portable(run_dir(output_dir, variant, seed)))]
+
+
+def _die_with_runner() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` that has the kernel SIGKILL the run when the runner dies; elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, runner = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()  # looked up before the fork
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != runner:  # the runner died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _lock(log, path: Path) -> None:
+    """Take the run folder's lock (an exclusive flock on its open log), or refuse in one line."""
+    try:
+        fcntl.flock(log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunFolderBusy(
+            f"run folder {path} is in use by another runner (it holds {path / LOG_FILE} locked); "
+            "wait for it to finish or stop it"
+        ) from None
 
 
 def _flags_record(grid: Grid, variant: str, seed: int) -> dict:
@@ -80,12 +140,12 @@ def _log_tail(log: Path, lines: int = 1) -> str:
 def run_grid(
     grid: Grid,
     output_dir: Path,
-    scripts_dir: Path,
     *,
     env: dict[str, str] | None = None,
     progress: bool = True,
 ) -> list[RunOutcome]:
-    """Run what is not finished yet, in ``grid.runs()`` order; stop at the first run that fails (RunFailed)."""
+    """Run what is not finished yet, in ``grid.runs()`` order; stop at the first run that fails (RunFailed)
+    or whose folder another runner holds (RunFolderBusy)."""
     from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
@@ -110,22 +170,29 @@ def run_grid(
                 continue
             path = run_dir(output_dir, variant, seed)
             path.mkdir(parents=True, exist_ok=True)
-            record = _flags_record(grid, variant, seed)
-            (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            command = grid.command(variant, seed, path, scripts_dir)
+            recorded = command(grid, variant, seed, output_dir)
             bar.set_postfix_str(f"{variant}/seed-{seed}")
             start = time.monotonic()
             with open(path / LOG_FILE, "a", encoding="utf-8") as log:
-                log.write(f"\n$ {' '.join(command)}\n")
+                _lock(log, path)
+                record = _flags_record(grid, variant, seed)
+                (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                log.write(f"\n$ {shlex.join(recorded)}\n")
                 log.flush()
-                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+                code = subprocess.call(
+                    [*LAUNCHER, *recorded[len(RECORDED) :]],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=child_env,
+                    preexec_fn=_die_with_runner(),
+                )
             wall = time.monotonic() - start
             if code != 0:
                 raise RunFailed(
                     f"run {variant}/seed-{seed} failed (exit status {code}): {_log_tail(path / LOG_FILE)} "
                     f"(full log: {path / LOG_FILE})"
                 )
-            done_record = {"command": command, "returncode": code, "wall_time_s": round(wall, 1)}
+            done_record = {"command": recorded, "returncode": code, "wall_time_s": round(wall, 1)}
             (path / DONE_FILE).write_text(json.dumps(done_record, indent=2) + "\n", encoding="utf-8")
             outcomes.append(RunOutcome(variant, seed, "done", wall))
             bar.update(1)
