@@ -43,6 +43,7 @@ from hf_losses import MultiLabelConfig, MultiLabelTrainer, runs
 from hf_losses.apps import RECIPES
 from hf_losses.data import (
     prepare_multilabel,
+    read_class_names,
     synthetic_multilabel_corpus,
     tokenize_multilabel,
 )
@@ -95,7 +96,8 @@ class DataArguments(runs.DataSourceArguments):
     class_names: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Label names in id order (optional; not --label_names, which TrainingArguments owns)."
+            "help": "Label names in id order, or one file of them: a JSON list, a JSON {id: name} mapping or "
+            "a text file with one name a line (optional; not --label_names, which TrainingArguments owns)."
         },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
@@ -106,6 +108,11 @@ class DataArguments(runs.DataSourceArguments):
             "same ones for every seed) and tune the threshold on them after training, not on validation."
         },
     )
+
+    def __post_init__(self):
+        runs.check_positive(self, "max_seq_length")
+        if self.class_names and len(self.class_names) == 1 and Path(self.class_names[0]).is_file():
+            self.class_names = read_class_names(self.class_names[0])
 
     def split_holdout(self, splits) -> None:
         """Move --threshold_holdout training examples (seed 0) into a ``threshold_holdout`` split, in place."""
