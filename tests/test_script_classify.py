@@ -391,3 +391,24 @@ def test_go_emotions_with_class_names_and_the_label_names_mistake(tmp_path):
     assert json.loads((out / "config.json").read_text())["id2label"] == {
         str(i): n for i, n in enumerate(names)
     }
+
+
+def test_class_thresholds_and_a_prior_bias_through_the_script(tmp_path, data_dir):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    flags = [*data_args(data_dir), "--max_steps", "1", "--learning_rate", "1e-12", "--classifier_bias_prior"]
+    flags += ["--tune_threshold", "--tune_class_thresholds"]
+    result = run_script([*flags, "--output_dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0 <= results["eval_f1_macro_per_class"] <= 1 and "eval_f1_macro" in results
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["class_thresholds"]) == NUM_LABELS
+    # the bias barely moved in one step at lr 1e-12: it is the log-odds of the smoothed label frequencies
+    names = [config["id2label"][str(j)] for j in range(NUM_LABELS)]
+    rows = [json.loads(line)["topics"] for line in (data_dir / "train.jsonl").read_text().splitlines()]
+    share = np.array([(sum(name in r for r in rows) + 1) / (len(rows) + 2) for name in names])
+    bias = load_file(str(out / "model.safetensors"))["classifier.bias"].double().numpy()
+    np.testing.assert_allclose(bias, np.log(share / (1 - share)), rtol=1e-5, atol=1e-6)

@@ -48,7 +48,7 @@ from hf_losses.data import (
     tokenize_multilabel,
 )
 from hf_losses.metrics import sigmoid
-from hf_losses.models import load_classifier
+from hf_losses.models import load_classifier, set_classifier_bias_to_prior
 from hf_losses.runs.logs import logger
 
 HOLDOUT = "threshold_holdout"
@@ -78,6 +78,13 @@ class ModelArguments(runs.ModelSourceArguments):
     )
     vocab_size: int = field(
         default=4000, metadata={"help": "Vocabulary of the tokenizer trained from scratch."}
+    )
+    classifier_bias_prior: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the new classification head's bias at the log-odds of each label's frequency in the "
+            "training split (not when resuming), so the first steps need not learn how rare each label is."
+        },
     )
 
 
@@ -168,6 +175,11 @@ class ClassificationRun(runs.TaskRun):
             self.model_args, self.label_names, texts, self.data_args.max_seq_length, resume
         )
         model.config.threshold = self.args.threshold
+        if self.model_args.classifier_bias_prior and resume is None and "train" in splits:
+            targets = np.zeros((len(splits["train"]), len(self.label_names)), dtype=np.int64)
+            for row, ids in enumerate(splits["train"]["label_ids"]):
+                targets[row, ids] = 1
+            set_classifier_bias_to_prior(model, targets)
         return tokenizer, model
 
     def tokenize(self, splits, tokenizer):
