@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 import torch
@@ -995,7 +996,7 @@ def _shape_kw(shape, bonus_start=0.0, bonus_smoothing=None, label_smoothing=0.0,
 def test_bonus_options_match_reference(shape, bonus_start, bonus_smoothing, label_smoothing):
     """Every shape x start x bonus smoothing x label smoothing: float32 and float64 values and gradients."""
     kw = _shape_kw(shape, bonus_start, bonus_smoothing, label_smoothing, bonus_weight=0.7)
-    gen = _gen(hash((shape, bonus_start, bonus_smoothing, label_smoothing)) % 2**31)
+    gen = _gen(zlib.crc32(repr((shape, bonus_start, bonus_smoothing, label_smoothing)).encode()))  # stable
     z, t = make_el_inputs((30,), 13, gen=gen, probs=CONFIDENT_PROBS, ignore_frac=0.15, wrong_frac=0.4)
     for dtype, value_tol, grad_tol in (
         (torch.float32, F32_VALUE_TOL, F32_GRAD_TOL),
@@ -1010,8 +1011,8 @@ def test_bonus_options_match_reference(shape, bonus_start, bonus_smoothing, labe
     nll, bonus, count = encouraging_stats_ref(
         z, t, log_end=kw["log_end"], bonus=kw["bonus"], bonus_power=kw["bonus_power"], bonus_start=bonus_start
     )
-    assert_close(stats.nll, nll, rtol=1e-12, atol=1e-12)
-    assert_close(stats.bonus, bonus, rtol=1e-12, atol=1e-12)
+    assert_close(stats.nll, nll, **F64_VALUE_TOL)  # float64 sums in another order
+    assert_close(stats.bonus, bonus, **F64_VALUE_TOL)
 
 
 @pytest.mark.parametrize("bonus_smoothing", [None, 0.3])

@@ -682,3 +682,15 @@ def test_fullgraph_compile_of_a_caller():
     bad[0, 0] = 2
     with pytest.raises(RuntimeError, match="target must contain only 0 and 1"):
         compiled(x, bad)
+
+
+@pytest.mark.parametrize("gamma_neg", [0.0, 4.0])
+def test_a_clip_below_the_float32_range_keeps_loss_and_gradient_finite(gamma_neg):
+    # 1 - p_m = q + clip underflows to 0 in float32 for a confident negative when clip < ~1e-38.
+    x = torch.tensor([[120.0, 30.0, -3.0, 0.5]], requires_grad=True)
+    loss = asymmetric_polynomial_loss(
+        x, torch.zeros_like(x), gamma_neg=gamma_neg, clip=4.7e-199, alpha1=0.0, alpha2=0.0, reduction="none"
+    )
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and (loss >= 0).all()
+    assert torch.isfinite(x.grad).all()

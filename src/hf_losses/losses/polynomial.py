@@ -103,7 +103,9 @@ def _negative(p, q, log_q, s: _Settings, need_grad: bool):
     """
     if s.clip > 0:
         shifted = (p - s.clip).clamp(min=0.0)
-        one_minus = (q + s.clip).clamp(max=1.0)  # 1 - p_m from q = 1 - p: exact even when p rounds to 1
+        # 1 - p_m from q = 1 - p: exact even when p rounds to 1. The floor only acts where q + clip underflows
+        # (a clip below ~1e-38 in float32), keeping the loss and gradient finite there.
+        one_minus = (q + s.clip).clamp(min=torch.finfo(q.dtype).tiny, max=1.0)
         log_one_minus = one_minus.log()
     else:
         shifted, one_minus, log_one_minus = p, q, log_q
