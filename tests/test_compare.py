@@ -170,6 +170,7 @@ STAND_IN = textwrap.dedent(
     better = 1.0 if loss in ("cel", "apl") else 0.0
     rng = np.random.default_rng(seed)
     history = [{"step": s, "nll_loss": 3.0 / s + 0.1 * better} for s in (1, 2, 3)] + [{"step": 3, "eval_nll_loss": 2.5}]
+    history += [{"step": s, "eval_bleu": 10.0 * s + better} for s in (2, 3)]
     (out / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     if task == "translate":
         refs = [f"sentence number {i} is here" for i in range(40)]
@@ -226,6 +227,8 @@ def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in
         "reliability.png",
         "p_y_distribution.png",
         "nll_curves.png",
+        "validation_curves.png",
+        "log_end.png",
     ):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
@@ -523,3 +526,12 @@ def test_real_translation_grid_runs_resumes_and_reports(tmp_path):
     assert log.count("\n$ ") == 2 and "Resuming from" in log and "checkpoint-1" in log
     assert (killed / "compare_done.json").is_file()
     assert (out / "ce" / "seed-1" / "compare_log.txt").read_text().count("\n$ ") == 1  # finished: skipped
+
+
+def test_each_translation_variant_s_log_end_is_resolved_by_its_preset(tmp_path):
+    from hf_losses.experiments.grid import parse_grid
+    from hf_losses.experiments.main import variant_log_ends
+
+    variants = {"ce": {"loss": "ce"}, "cel": {"loss": "cel"}, "le75": {"loss": "cel", "log_end": 0.75}}
+    grid = parse_grid({**GOOD, "variants": {**variants, "el": {"loss": "el"}}})
+    assert variant_log_ends(grid) == {"ce": None, "cel": 0.5, "le75": 0.75, "el": 1.0}

@@ -177,13 +177,92 @@ def nll_curves_figure(plt, path: Path, runs, variants: list[str]) -> Path | None
     return path
 
 
+def validation_curves_figure(plt, path: Path, runs, variants: list[str], metric: str) -> Path | None:
+    """The validation ``metric`` (``eval_bleu``, ...) logged during training against the step, one line per seed."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    plotted = False
+    for variant, rs in _finished_by_variant(runs, variants).items():
+        for j, run in enumerate(rs):
+            points = [(e["step"], e[metric]) for e in run.log_history() if metric in e and "step" in e]
+            if points:
+                label = variant if j == 0 else None
+                ax.plot(
+                    *zip(*points, strict=True),
+                    "o-",
+                    color=f"C{variants.index(variant)}",
+                    alpha=0.8,
+                    label=label,
+                )
+                plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} during training (before checkpoint averaging), one line per seed", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_end_figure(plt, path: Path, runs, variants: list[str], log_ends: dict, metric: str) -> Path | None:
+    """``metric`` (mean ± std over seeds) against LE for the variants with a bonus; no-bonus variants as bands."""
+    by_variant = _finished_by_variant(runs, variants)
+    values = {v: [r.metrics[metric] for r in by_variant[v] if metric in r.metrics] for v in variants}
+    bonus = [v for v in variants if log_ends.get(v) is not None and values[v]]
+    if not bonus:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for variant in variants:
+        if not values[variant]:
+            continue
+        mean = float(np.mean(values[variant]))
+        std = float(np.std(values[variant], ddof=1)) if len(values[variant]) > 1 else 0.0
+        color = f"C{variants.index(variant)}"
+        if variant in bonus:
+            ax.errorbar(log_ends[variant], mean, yerr=std, fmt="o", capsize=5, color=color, label=variant)
+        else:
+            ax.axhspan(mean - std, mean + std, color=color, alpha=0.2)
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1, label=f"{variant} (no bonus)")
+    ax.set_xlabel("LE (log_end): where the bonus turns linear; 1 = full EL")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against LE, mean ± std over seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_figures(
-    output_dir: Path, runs: list[RunResult], variants: list[str], task: str, metrics: list[str]
+    output_dir: Path,
+    runs: list[RunResult],
+    variants: list[str],
+    task: str,
+    metrics: list[str],
+    log_ends: dict[str, float | None] | None = None,
 ) -> list[Path]:
-    """All figures the runs have data for; returns the files written."""
+    """All figures the runs have data for; returns the files written.
+
+    ``log_ends``: each variant's LE (None without a bonus), for the translation figure of the metric against LE.
+    """
     plt = _pyplot()
     output_dir = Path(output_dir)
     written = [metric_figure(plt, output_dir / "metrics.png", runs, variants, metrics)]
     written += calibration_figures(plt, output_dir, runs, variants, task)
     written.append(nll_curves_figure(plt, output_dir / "nll_curves.png", runs, variants))
+    headline = metrics[0] if metrics else None  # test before validation (report.main_metrics)
+    if headline is not None:
+        validation = "eval_" + headline.split("_", 1)[1]
+        written.append(
+            validation_curves_figure(plt, output_dir / "validation_curves.png", runs, variants, validation)
+        )
+        if log_ends:
+            written.append(
+                log_end_figure(plt, output_dir / "log_end.png", runs, variants, log_ends, headline)
+            )
     return [p for p in written if p is not None]

@@ -35,6 +35,24 @@ def check_variants(grid: Grid, output_dir: Path) -> None:
             raise GridError(f"{grid.source}: variant {variant}: {' '.join(str(err).split())}") from None
 
 
+def variant_log_ends(grid: Grid) -> dict[str, float | None]:
+    """Each translation variant's LE as its loss preset resolves it (None for a loss without a bonus)."""
+    if grid.task != "translation":
+        return {}
+    from ..trainers.seq2seq import EncouragingSeq2SeqConfig
+
+    log_ends = {}
+    for variant in grid.variants:
+        flags = grid.flags(variant)
+        preset = EncouragingSeq2SeqConfig.PRESETS.get(str(flags.get("loss", "cel")))
+        if preset is None or preset.baseline:
+            log_ends[variant] = None
+        else:
+            knobs = {**preset.defaults, **preset.fixed}
+            log_ends[variant] = float(flags.get("log_end", knobs.get("log_end", 1.0)))
+    return log_ends
+
+
 def aggregate_grid(
     grid: Grid,
     output_dir: Path,
@@ -52,7 +70,7 @@ def aggregate_grid(
     metrics = main_metrics(grid.task, summary)
     figures_skipped = missing_matplotlib() if figures else None
     figures = (
-        write_figures(output_dir, runs, list(grid.variants), grid.task, metrics)
+        write_figures(output_dir, runs, list(grid.variants), grid.task, metrics, variant_log_ends(grid))
         if summary and figures and not figures_skipped
         else []
     )
