@@ -714,3 +714,33 @@ def test_push_to_hub_refused_offline_before_anything_is_written(
     assert not out.exists()
     hub.whoami.assert_not_called()
     hub.api.upload_folder.assert_not_called()
+
+
+def test_num_beams_decodes_the_final_evaluations_and_generation_num_beams_those_during_training(
+    translate, data_dir, tmp_path, monkeypatch
+):
+    beams = []
+    original = translate.EncouragingSeq2SeqTrainer.prediction_step
+
+    def spy(self, *args, **kwargs):
+        beams.append((self.state.global_step, self.args.generation_num_beams))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(translate.EncouragingSeq2SeqTrainer, "prediction_step", spy)
+    out = tmp_path / "out"
+    flags = [
+        "--do_train",
+        "--do_eval",
+        "--predict_with_generate",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+    ]
+    flags += ["--max_steps", "2", "--generation_num_beams", "1", "--num_beams", "2", "--output_dir", str(out)]
+    run_main(
+        translate, monkeypatch, [*files(data_dir, "train", "validation"), *tiny(data_dir, tmp_path, *flags)]
+    )
+    during, final = beams[0], beams[-1]
+    assert during == (2, 1) and final == (2, 2) and {b for _, b in beams} == {1, 2}
+    assert "num_beams=2" in (out / "README.md").read_text()

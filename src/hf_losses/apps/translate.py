@@ -59,6 +59,13 @@ class DataArguments(runs.DataSourceArguments):
     source_prefix: str = field(default="", metadata={"help": "T5: e.g. 'translate German to English: '."})
     forced_bos_token: str | None = field(default=None, metadata={"help": "mBART/M2M: target language token."})
     preprocessing_num_workers: int | None = field(default=None)
+    num_beams: int | None = field(
+        default=None,
+        metadata={
+            "help": "Beams of the final evaluation and prediction (default: --generation_num_beams, which the "
+            "evaluations during training use), as in transformers' run_translation.py."
+        },
+    )
 
     def __post_init__(self):
         runs.check_positive(self, "max_source_length", "max_target_length")
@@ -132,6 +139,11 @@ class TranslationRun(runs.TaskRun):
             data_collator=DataCollatorForSeq2Seq(common["processing_class"], model=common["model"]),
             compute_metrics=self.metrics if self.args.predict_with_generate else None,
         )
+
+    def before_evaluation(self, trainer) -> None:
+        """--num_beams for the final evaluations: set in the args, so the card names the beams they used."""
+        if self.data_args.num_beams is not None:
+            trainer.args.generation_num_beams = self.data_args.num_beams
 
     def evaluate(self, trainer, prefix, dataset, examples):
         """Loss, NLL and bonus teacher-forced; with --predict_with_generate also BLEU/chrF of the generations."""

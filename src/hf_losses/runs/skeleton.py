@@ -74,6 +74,9 @@ class TaskRun:
         """Metrics of one split (``prefix`` eval or test) after writing its prediction files."""
         raise NotImplementedError
 
+    def before_evaluation(self, trainer) -> None:
+        """Changes to the trainer after training and before the final evaluations (e.g. decoding settings)."""
+
     def after_evaluation(self, trainer) -> None:
         """Last changes to output_dir before the card is written."""
 
@@ -120,6 +123,7 @@ class TaskRun:
             trainer.save_model()
             save_split_metrics(trainer, "train", result.metrics, len(tokenized["train"]))
             trainer.save_state()
+        self.before_evaluation(trainer)
         for split, prefix, flag in EVALUATED_SPLITS:
             if getattr(args, flag):
                 logger.info("*** %s: %s ***", prefix, split)
