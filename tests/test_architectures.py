@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
-from hf_losses.models import build_seq2seq_model
+from hf_losses.apps.models import build_seq2seq_model
 from tests.helpers.tiny import (
     ENCODER_ARCHITECTURES,
     NUM_LABELS,
@@ -241,7 +241,7 @@ def test_multilabel_bce_equals_stock_trainer(tmp_path, arch):
 
 
 def test_classifier_bias_starts_at_the_smoothed_label_frequencies():
-    from hf_losses.models import set_classifier_bias_to_prior
+    from hf_losses.apps.models import set_classifier_bias_to_prior
     from tests.helpers.tiny import tiny_bert
 
     model = tiny_bert()

@@ -1,4 +1,4 @@
-"""scripts/compare.py and hf_losses.experiments: grid errors, resumable runs, aggregation, significance, report.
+"""scripts/compare.py and hf_losses.apps.compare: grid errors, resumable runs, aggregation, significance, report.
 
 The runner's mechanics are tested against a stand-in for ``python -m hf_losses`` (a few lines of Python that
 write the files a real run writes, in milliseconds); the grids' flags are still checked by the real parsers.
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hf_losses.experiments import GridError, load_grid, main, parse_grid, runner
-from hf_losses.experiments.significance import (
+from hf_losses.apps.compare import GridError, load_grid, main, parse_grid, runner
+from hf_losses.apps.compare.significance import (
     multilabel_paired_bootstrap,
     sacrebleu_paired_bootstrap,
     seed_t_test,
@@ -429,7 +429,7 @@ def _process_state(pid: int) -> str | None:
 def test_a_killed_runner_takes_its_run_with_it(tmp_path, stand_in):
     grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
     code = (
-        "import sys; from hf_losses.experiments import main, runner; "
+        "import sys; from hf_losses.apps.compare import main, runner; "
         f"runner.LAUNCHER = [sys.executable, {str(stand_in)!r}]; "
         f"sys.exit(main([{str(grid)!r}, '--output_dir', {str(out)!r}, '--no_progress']))"
     )

@@ -8,7 +8,8 @@ import time
 import pytest
 from transformers import AutoTokenizer
 
-from hf_losses.data import synthetic_multilabel_corpus, synthetic_translation_corpus, train_tokenizer
+from hf_losses.apps.corpora import synthetic_multilabel_corpus, synthetic_translation_corpus
+from hf_losses.apps.tokenizers import train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""hf_losses.runs.arguments: recipes and the flags that override them, the layers of defaults, split selection."""
+"""hf_losses.apps.runs.arguments: recipes and the flags that override them, the layers of defaults, split selection."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import datasets
 import pytest
 
 from hf_losses import EncouragingSeq2SeqConfig, MultiLabelConfig
-from hf_losses.runs import DataSourceArguments, ModelSourceArguments, RecipeParser, RunArguments, UsageError
-from hf_losses.runs.arguments import check_label_names
+from hf_losses.apps.runs import (
+    DataSourceArguments,
+    ModelSourceArguments,
+    RecipeParser,
+    RunArguments,
+    UsageError,
+)
+from hf_losses.apps.runs.arguments import check_label_names
 
 TYPES = (ModelSourceArguments, DataSourceArguments, EncouragingSeq2SeqConfig, RunArguments)
 

@@ -1,4 +1,4 @@
-"""hf_losses.runs.errors: a user error is one line on stderr and exit status 2; HF_LOSSES_DEBUG=1 shows it all."""
+"""hf_losses.apps.runs.errors: a user error is one line on stderr and exit status 2; HF_LOSSES_DEBUG=1 shows it all."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from hf_losses.apps.runs import NoMetricsError, UsageError, one_line_errors
 from hf_losses.data import DataError
-from hf_losses.runs import NoMetricsError, UsageError, one_line_errors
 
 
 @pytest.mark.parametrize("error", [UsageError, DataError, NoMetricsError, FileNotFoundError])

@@ -1,4 +1,4 @@
-"""hf_losses.runs.hub: the checks before training that a push can succeed, and the push at the end (fake Hub)."""
+"""hf_losses.apps.runs.hub: the checks before training that a push can succeed, and the push at the end (fake Hub)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from unittest import mock
 import pytest
 
 from hf_losses import EncouragingSeq2SeqConfig
-from hf_losses.runs import UsageError
-from hf_losses.runs.hub import check_hub_access, push_output_dir
+from hf_losses.apps.runs import UsageError
+from hf_losses.apps.runs.hub import check_hub_access, push_output_dir
 
 TOKEN = "hf_" + "x" * 30
 

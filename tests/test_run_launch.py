@@ -1,12 +1,12 @@
-"""hf_losses.runs.launch: several announced processes must be joined in one group (2-process runs:
+"""hf_losses.apps.runs.launch: several announced processes must be joined in one group (2-process runs:
 tests/test_distributed.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hf_losses.runs import UsageError
-from hf_losses.runs.launch import check_launch, check_launch_environment
+from hf_losses.apps.runs import UsageError
+from hf_losses.apps.runs.launch import check_launch, check_launch_environment
 
 
 @pytest.fixture

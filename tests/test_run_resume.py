@@ -1,4 +1,4 @@
-"""hf_losses.runs.resume: which checkpoint a run continues from, and the warning when loss settings changed."""
+"""hf_losses.apps.runs.resume: which checkpoint a run continues from, and the warning when loss settings changed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from hf_losses import EncouragingSeq2SeqConfig, MultiLabelConfig
-from hf_losses.runs import UsageError
-from hf_losses.runs.resume import announce_resume, check_output_dir, resume_checkpoint, warn_if_loss_changed
+from hf_losses.apps.runs import UsageError
+from hf_losses.apps.runs.resume import (
+    announce_resume,
+    check_output_dir,
+    resume_checkpoint,
+    warn_if_loss_changed,
+)
 
 
 def checkpoint(root, step: int, complete: bool = True):

@@ -1,4 +1,4 @@
-"""hf_losses.runs.skeleton: an evaluation that measured nothing is an error (the runs themselves:
+"""hf_losses.apps.runs.skeleton: an evaluation that measured nothing is an error (the runs themselves:
 tests/test_script_*.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hf_losses.runs import NoMetricsError, predict
+from hf_losses.apps.runs import NoMetricsError, predict
 
 
 class Trainer:

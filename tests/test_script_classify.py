@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig
 
-from hf_losses.data import synthetic_multilabel_corpus
+from hf_losses.apps.corpora import synthetic_multilabel_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "classify.py"

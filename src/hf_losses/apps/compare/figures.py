@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics.calibration import TokenCalibration, reliability_counts
+from hf_losses.metrics.calibration import TokenCalibration, reliability_counts
+
 from .aggregate import RunResult
 
 __all__ = ["missing_matplotlib", "write_figures"]

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import datasets
 from transformers import set_seed
 
-from ..cards import DatasetInfo
+from hf_losses.cards import DatasetInfo
+
 from .arguments import RunArguments, check_label_names
 from .errors import NoMetricsError
 from .hub import check_hub_access, push_output_dir

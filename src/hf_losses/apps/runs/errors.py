@@ -11,8 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..data import DataError
-from ..trainers.common import NonFiniteLossError
+from hf_losses.data import DataError
+from hf_losses.trainers.common import NonFiniteLossError
 
 DEBUG_ENV = "HF_LOSSES_DEBUG"
 USAGE_EXIT_STATUS = 2

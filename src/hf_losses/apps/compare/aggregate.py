@@ -115,7 +115,8 @@ def references_from_data(grid: Grid, prefix: str) -> list[str]:
     """The target side of the grid's test (or validation) data, as the script reads it, truncated alike."""
     import datasets
 
-    from ..data import load_raw_datasets, select_translation_columns, synthetic_translation_corpus
+    from hf_losses.apps.corpora import synthetic_translation_corpus
+    from hf_losses.data import load_raw_datasets, select_translation_columns
 
     datasets.disable_progress_bars()
     flags = grid.flags(grid.baseline)

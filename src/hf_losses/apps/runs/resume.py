@@ -7,7 +7,8 @@ import logging
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..trainers.checkpoints import CHECKPOINT_NAME, last_complete_checkpoint
+from hf_losses.trainers.checkpoints import CHECKPOINT_NAME, last_complete_checkpoint
+
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ import datasets
 import yaml
 from transformers import HfArgumentParser
 
-from ..data import load_raw_datasets
-from ..trainers.base_config import pinned_knobs
+from hf_losses.data import load_raw_datasets
+from hf_losses.trainers.base_config import pinned_knobs
+
 from .errors import UsageError
 from .launch import check_launch_environment
 

@@ -3,7 +3,7 @@
 Translation presets (``--model_config``) are ``MarianConfig`` fields plus the vocabulary size of the tokenizer
 trained for them (the paper's transformers and a CPU demo); a path to a ``config.json`` of any seq2seq
 architecture works too. Classification from scratch builds ``SMALL_BERT`` unless ``--model_config`` names a
-config. ``model_args`` is the scripts' ``ModelArguments`` (``hf_losses.runs.ModelSourceArguments`` plus
+config. ``model_args`` is the scripts' ``ModelArguments`` (``hf_losses.apps.runs.ModelSourceArguments`` plus
 ``model_config`` and ``vocab_size``).
 """
 
@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .data import train_tokenizer
+from .tokenizers import train_tokenizer
 
 # The from-scratch classifier: small enough to learn the demo corpus in about two minutes on a 2-core CPU.
 SMALL_BERT = dict(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..metrics.calibration import NUM_BINS
+from hf_losses.metrics.calibration import NUM_BINS
 
 __all__ = [
     "bootstrap_p_value",
