@@ -12,7 +12,7 @@ from torch import nn
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from ..losses import EncouragingLoss, LinearEncouragingLoss
-from ..losses._common import check_range
+from ..losses.base import check_range
 from ..metrics.calibration import TokenCalibration, token_calibration_counts
 from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset

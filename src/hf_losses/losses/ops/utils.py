@@ -1,4 +1,5 @@
-"""Helpers shared by the fused losses: argument checks, reductions, chunking, the one-shot backward."""
+"""Helpers of the kernels: compute dtype, chunk sizes, the CPU row workers, the one-shot backward, the
+value check that stays asynchronous on CUDA."""
 
 from __future__ import annotations
 
@@ -9,33 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-REDUCTIONS = ("mean", "sum", "none")
-
-# Rows of scratch per chunk are chosen so that one float32 scratch buffer holds about this many
-# elements: small enough to stay in the CPU's cache, large enough to amortise the per-op overhead.
-CPU_CHUNK_ELEMENTS = 1 << 18
+# Elements of one float32 scratch buffer, the unit of a chunk of rows. On CPU, for a kernel that runs on one
+# thread (the APL pass, the EL kernel inside the fused head's chunk of logits): small enough that the
+# buffers stay in a core's cache (1 MiB each). The EL loss on its own splits a larger budget between its
+# row workers: EL_CPU_ELEMENTS in ops/encouraging.py. On CUDA: one buffer of 64 MiB.
+CPU_SCRATCH_ELEMENTS = 1 << 18
 CUDA_CHUNK_ELEMENTS = 1 << 24
-
-
-def check_range(name: str, value: float, low: float, high: float, *, low_open: bool, high_open: bool) -> None:
-    """Raise ValueError naming `name` unless `value` lies in the interval described by the bounds."""
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or value != value:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-
-
-def check_non_negative(name: str, value: float) -> None:
-    """Raise ValueError naming `name` unless `value >= 0`."""
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def check_reduction(reduction: str) -> None:
-    """Raise ValueError unless `reduction` is one of mean/sum/none."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
 
 
 def check_values(name: str, bad: torch.Tensor, allowed: str) -> None:
@@ -60,7 +40,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def chunk_rows(num_rows: int, row_size: int, device: torch.device, cpu_elements: int | None = None) -> int:
     """How many rows of width `row_size` one chunk processes (`cpu_elements` overrides the CPU budget)."""
-    cpu_budget = CPU_CHUNK_ELEMENTS if cpu_elements is None else cpu_elements
+    cpu_budget = CPU_SCRATCH_ELEMENTS if cpu_elements is None else cpu_elements
     budget = CUDA_CHUNK_ELEMENTS if device.type == "cuda" else cpu_budget
     return max(1, min(num_rows, budget // max(row_size, 1)))
 
@@ -105,35 +85,6 @@ def _start_workers(size: int, intra_op_threads: int) -> ThreadPoolExecutor:
     # set_num_threads also sets the default of threads that start later: give it back to the caller's count
     torch.set_num_threads(torch.get_num_threads())
     return pool
-
-
-def reduce(loss: torch.Tensor, reduction: str, count: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Apply a reduction; "mean" divides by `count` (default: number of elements), 0 when it is 0."""
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    if count is None:
-        count = loss.numel()
-    if isinstance(count, int):
-        return total / count if count else total * 0.0
-    return total / count.clamp(min=1).to(total.dtype)
-
-
-def check_class_target(target: torch.Tensor, expected_shape: tuple[int, ...], what: str) -> torch.Tensor:
-    """Class-index targets of any integer dtype, as int64; ValueError naming `target` otherwise.
-
-    `what` describes the expected shape in the message, e.g. "logits shape without the class dimension".
-    """
-    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-        raise ValueError(
-            f"target must be an integer tensor of class indices (any of int64, int32, int16, int8, uint8), "
-            f"got {target.dtype}"
-        )
-    if tuple(target.shape) != tuple(expected_shape):
-        raise ValueError(f"target shape {tuple(target.shape)} must equal the {what} {tuple(expected_shape)}")
-    return target.long()
 
 
 def no_double_backward(backward):
