@@ -186,9 +186,8 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
 
     args: MultiLabelConfig
     config_class = MultiLabelConfig
-    _name = "MultiLabelTrainer"
-    _template_file = "classification"
-    _nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
+    card_task = "classification"
+    nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
 
     def __init__(self, *args, threshold_dataset=None, threshold_split: str = "held-out data", **kwargs):
         """``threshold_dataset``: where ``tune_threshold=True`` tunes (default: the eval set), named in the card

@@ -219,9 +219,8 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
 
     args: EncouragingSeq2SeqConfig
     config_class = EncouragingSeq2SeqConfig
-    _name = "EncouragingSeq2SeqTrainer"
-    _template_file = "translation"
-    _nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
+    card_task = "translation"
+    nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
