@@ -15,50 +15,9 @@ The returned function computes ``sum of item losses / num_items_in_batch``, or t
 items when transformers passes no count. Items are non-ignored target tokens for EL and label entries for
 APL. The settings of ``loss`` (log_end, gamma_neg, ...) are used as they are; its ``reduction`` is not.
 
-How transformers 5.23 (the pinned version) drives it, read from ``Trainer.compute_loss``:
-
-- With ``compute_loss_func`` set, ``Trainer`` pops ``labels`` from the batch before the forward, so the
-  model computes no loss of its own, and passes them to the function unchanged (a model whose forward takes
-  ``**kwargs``, ``model_accepts_loss_kwargs``, also gets ``num_items_in_batch``, unused without labels). A
-  seq2seq batch must therefore already hold ``decoder_input_ids``: ``DataCollatorForSeq2Seq(tokenizer,
-  model=model)`` builds them for models with ``prepare_decoder_input_ids_from_labels`` (Marian, T5, BART,
-  ...); for M2M100, NLLB-MoE or Blenderbot, which lack it, add them in the collator.
-- ``num_items_in_batch`` is ``labels.ne(-100).sum()`` over all micro-batches of the optimiser step (and over
-  all processes when ``average_tokens_across_devices``, the default, in which case ``Trainer`` multiplies
-  the returned loss by the number of processes before DDP averages the gradients).
-  - Encoder-decoder models: every non-ignored label, exactly the tokens EL scores without a shift.
-  - Decoder-only models whose ``loss_type`` is "ForCausalLM" (set from the class name: ``LlamaForCausalLM``,
-    ``Qwen2ForCausalLM``, ...): ``labels[..., 1:]``, exactly the tokens ``shift_labels=True`` scores.
-    ``GPT2LMHeadModel`` (and other causal LMs whose class name lacks "ForCausalLM") has ``loss_type`` None,
-    so transformers counts every label, one per row more than are scored, and each update comes out
-    ``(tokens - rows) / tokens`` too small; set ``model.loss_type = "ForCausalLM"`` before building the
-    ``Trainer`` to get the exact count.
-  - Multi-label classifiers with 0/1 labels: no entry equals -100, so the count is the number of label
-    entries N x L, which is APL's item count (not the number of examples N).
-
-  So on 5.23 each optimiser step follows the gradient of the exact mean over the whole accumulated batch, as
-  ``EncouragingSeq2SeqTrainer`` and ``MultiLabelTrainer`` do (tests/test_trainer_loss.py checks the counts
-  and the updates under gradient accumulation 1, 2 and 4).
-- ``Trainer`` treats the returned loss as already normalised for gradient accumulation (it does not divide
-  by the number of accumulation steps).
-
-Where this differs from our own trainers:
-
-- Counting is transformers', not ours. transformers releases that count ``labels[..., 1:]`` for every model
-  whose ``loss_type`` is the causal-LM loss (huggingface/transformers PR 46204) but do not yet exclude
-  encoder-decoder models (PR 46903) count a seq2seq batch of a ``*ForConditionalGeneration`` model (T5, BART,
-  ...) one token per row short, which scales every update up by ``tokens / (tokens - rows)``. Our
-  trainers count non-ignored target tokens (or label entries) themselves, for any version. A label entry of
-  -100 in multi-label targets would be left out of transformers' count but is not a valid APL target.
-- When transformers passes no count (a batch without a ``labels`` key, or labels it cannot compare) the
-  function returns the micro-batch mean, and ``Trainer`` still does not divide it by the accumulation
-  steps: the update is then the sum, not the mean, of the micro-batch means.
-- Evaluation: ``Trainer`` passes the count of each evaluation batch, so ``eval_loss`` is a mean of per-batch
-  means; ours is the exact per-item mean over the evaluation set. When ``Seq2SeqTrainer``
-  generates (``predict_with_generate`` and a ``compute_metrics``, or ``predict``), it does not call
-  ``compute_loss_func``: ``eval_loss`` is then the model's own cross-entropy (or the label smoother's), not EL.
-- Only ``loss`` is logged; our trainers also log the plain NLL and the bonus, stop before the update on a
-  non-finite loss, build the decoder inputs themselves, and write model cards.
+How transformers counts the items and where this differs from the library's own trainers: docs/trainers.md
+("With the stock Trainer"); tests/test_trainer_loss.py checks the counts and the updates under gradient
+accumulation 1, 2 and 4.
 """
 
 from __future__ import annotations
