@@ -1,4 +1,4 @@
-"""The two layers: the library (losses, trainers, trainer_loss, metrics, cards, data) imports nothing of the
+"""The two layers: the library (losses, trainers, metrics, cards, data) imports nothing of the
 application (``hf_losses.apps``, ``hf_losses.cli``); see docs/layout.md."""
 
 from __future__ import annotations
@@ -46,4 +46,6 @@ def test_the_library_imports_nothing_of_the_application():
 
 def test_the_import_reader_sees_relative_and_absolute_imports(tmp_path):
     assert "hf_losses.apps.runs" in imported_modules(PACKAGE / "apps" / "translate.py")
-    assert "hf_losses.losses" in imported_modules(PACKAGE / "trainer_loss.py")  # `from .losses import ...`
+    assert "hf_losses.losses" in imported_modules(
+        PACKAGE / "trainers" / "loss_func.py"
+    )  # `from ..losses import ...`

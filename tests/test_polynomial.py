@@ -1,4 +1,4 @@
-"""Asymmetric Polynomial Loss (APL): values and gradients against the float64 reference of SPEC section 2."""
+"""Asymmetric Polynomial Loss (APL): values and gradients against the float64 reference of docs/losses.md section 2."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_non_contiguous_inputs():
 
 
 # ----------------------------------------------------------------------------------------------
-# special cases from SPEC 2
+# special cases from docs/losses.md section 2
 # ----------------------------------------------------------------------------------------------
 
 ZERO_POLY = dict(alpha1=0.0, alpha2=0.0, beta1=0.0)

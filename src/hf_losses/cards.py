@@ -20,17 +20,17 @@ and every value that looks like a Hugging Face access token are left out of the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import re
-import tempfile
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .files import replaced_atomically
 
 __all__ = ["DatasetInfo", "render_model_card", "write_model_card"]
 
@@ -380,22 +380,12 @@ def _class_threshold_rows(thresholds: list[float] | None, names: list[str] | Non
 
 
 def write_model_card(card: ModelCard | str, output_dir: str | os.PathLike) -> Path:
-    """Write `output_dir/README.md` atomically (temporary file in the same directory, then `os.replace`)."""
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "README.md"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".README.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(str(card))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write `output_dir/README.md` atomically (see :func:`hf_losses.files.replaced_atomically`), synced to disk."""
+    target = Path(output_dir) / "README.md"
+    with replaced_atomically(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(str(card))
+        handle.flush()
+        os.fsync(handle.fileno())
     return target
 
 

@@ -44,6 +44,7 @@ from hf_losses.apps import RECIPES, runs
 from hf_losses.apps.corpora import synthetic_multilabel_corpus
 from hf_losses.apps.models import load_classifier, set_classifier_bias_to_prior
 from hf_losses.apps.runs.logs import logger
+from hf_losses.apps.runs.outputs import SCORES, TEST_PREDICTIONS
 from hf_losses.data import prepare_multilabel, read_class_names, tokenize_multilabel
 from hf_losses.metrics import sigmoid
 
@@ -191,7 +192,7 @@ class ClassificationRun(runs.TaskRun):
             **common,
             data_collator=DataCollatorWithPadding(common["processing_class"]),
             threshold_dataset=tokenized.get(HOLDOUT),
-            threshold_split="train (held out from training)",
+            threshold_dataset_split="train (held out from training)",
         )
 
     def evaluate(self, trainer, prefix, dataset, examples):
@@ -202,10 +203,10 @@ class ClassificationRun(runs.TaskRun):
                 trainer.tune_threshold()
             logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
         output = runs.predict(trainer, dataset, prefix)
-        write_scores(output_dir / f"{prefix}_scores.npz", output, args.threshold, args)
+        write_scores(output_dir / runs.split_file(prefix, SCORES), output, args.threshold, args)
         if prefix == "test":
             rows = prediction_rows(output, examples["text"], self.label_names, args.threshold)
-            runs.write_lines(output_dir / "predictions.jsonl", rows, args)
+            runs.write_lines(output_dir / TEST_PREDICTIONS, rows, args)
             return dict(output.metrics)
         trainer.log(output.metrics)
         return {**output.metrics, "eval_threshold": args.threshold}

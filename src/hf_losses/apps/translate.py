@@ -25,7 +25,8 @@ from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
 from hf_losses.apps import RECIPES, runs
 from hf_losses.apps.corpora import synthetic_translation_corpus
 from hf_losses.apps.models import load_seq2seq, position_limits
-from hf_losses.data import select_translation_columns, tokenize_translation
+from hf_losses.apps.runs.outputs import CALIBRATION, PREDICTIONS, REFERENCES
+from hf_losses.data import check_language_pair, select_translation_columns, tokenize_translation
 from hf_losses.metrics import Seq2SeqMetrics
 
 
@@ -70,10 +71,7 @@ class TranslationRun(runs.TaskRun):
     label_names_hint = "the targets come from --target_lang or --target_column"
 
     def check_arguments(self) -> None:
-        if self.data_args.source_lang == self.data_args.target_lang:
-            raise runs.UsageError(
-                f"--source_lang and --target_lang must differ; both are {self.data_args.source_lang!r}"
-            )
+        check_language_pair(self.data_args.source_lang, self.data_args.target_lang)
 
     def demo_corpus(self):
         return synthetic_translation_corpus()
@@ -141,10 +139,14 @@ class TranslationRun(runs.TaskRun):
         if self.args.predict_with_generate:
             metrics.update(self.metrics.signatures)
             runs.write_lines(
-                output_dir / f"{prefix}_predictions.txt", self.metrics.last_predictions, self.args
+                output_dir / runs.split_file(prefix, PREDICTIONS), self.metrics.last_predictions, self.args
             )
-            runs.write_lines(output_dir / f"{prefix}_references.txt", self.metrics.last_references, self.args)
-        runs.write_json(output_dir / f"{prefix}_calibration.json", trainer.calibration.to_dict(), self.args)
+            runs.write_lines(
+                output_dir / runs.split_file(prefix, REFERENCES), self.metrics.last_references, self.args
+            )
+        runs.write_json(
+            output_dir / runs.split_file(prefix, CALIBRATION), trainer.calibration.to_dict(), self.args
+        )
         return metrics
 
 

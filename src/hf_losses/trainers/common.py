@@ -25,6 +25,7 @@ from ..cards import (
     write_model_card,
 )
 from .averaging import check_averaging, checkpoint_step, last_checkpoints, load_mean_into, mean_weights
+from .base_config import label_names_refusal
 from .checkpoints import last_complete_checkpoint
 from .evaluation_rows import real_examples
 
@@ -74,12 +75,12 @@ class LossTrainerMixin:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, self.config_class):
             raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
-        if self.args.label_names not in (None, ["labels"]):
-            raise ValueError(
-                f"label_names={self.args.label_names} is TrainingArguments' list of input keys that hold the "
-                "labels, and this trainer reads them from 'labels' only: leave label_names unset "
-                "(class names go into the model config's id2label, or --class_names in the scripts)"
-            )
+        refusal = label_names_refusal(
+            self.args.label_names,
+            "class names go into the model config's id2label, or --class_names in the scripts",
+        )
+        if refusal:
+            raise ValueError(f"label_names={self.args.label_names} {refusal}")
         if self.args.dataloader_pin_memory and self.args.device.type == "cpu":
             self.args.dataloader_pin_memory = False  # pinning needs an accelerator: on the CPU it only warns
         self.loss_fn = self.args.build_loss(reduction="sum")

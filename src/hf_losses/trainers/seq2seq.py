@@ -18,6 +18,7 @@ from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
 from .lm_head import LMHeadInputs, lm_head_parameters, run_without_lm_head
+from .outputs import logits_of
 
 
 @dataclass
@@ -300,12 +301,12 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
             hidden, weight, bias = outputs
             out = self.linear_loss_fn(hidden, weight, labels, bias=bias, return_stats=True)
         else:
-            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            logits = logits_of(outputs)
             out = self.loss_fn(logits, labels, return_stats=True)
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
 
     def record_evaluation(self, outputs, labels):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits_of(outputs)
         counts = token_calibration_counts(logits, labels)
         self._calibration = (
             counts if getattr(self, "_calibration", None) is None else self._calibration.merge(counts)

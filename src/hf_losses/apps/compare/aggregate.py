@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runs.outputs import ALL_RESULTS, PREDICTIONS, REFERENCES, SCORES, split_file
 from .grid import Grid
 from .runner import DONE_FILE, is_finished, run_dir
 from .significance import (
@@ -53,7 +54,7 @@ class RunResult:
     def split_prefix(self, kind: str) -> str | None:
         """'test' if the run wrote ``test_<kind>``, else 'eval' if it wrote ``eval_<kind>``, else None."""
         for prefix in ("test", "eval"):
-            if (self.path / f"{prefix}_{kind}").is_file():
+            if (self.path / split_file(prefix, kind)).is_file():
                 return prefix
         return None
 
@@ -71,7 +72,7 @@ def collect_runs(grid: Grid, output_dir: Path) -> list[RunResult]:
     for variant, seed in grid.runs():
         path = run_dir(output_dir, variant, seed)
         run = RunResult(variant, seed, path, finished=is_finished(path))
-        all_results = path / "all_results.json"
+        all_results = path / ALL_RESULTS
         if run.finished and all_results.is_file():
             data = json.loads(all_results.read_text(encoding="utf-8"))
             run.metrics = {
@@ -156,9 +157,9 @@ class _References:
         self.sources: set[str] = set()
 
     def __call__(self, run: RunResult, prefix: str) -> list[str]:
-        own = run.path / f"{prefix}_references.txt"
+        own = run.path / split_file(prefix, REFERENCES)
         if own.is_file():
-            self.sources.add(f"`{prefix}_references.txt` written by each run")
+            self.sources.add(f"`{split_file(prefix, REFERENCES)}` written by each run")
             return _lines(own)
         if prefix not in self.from_data:
             self.from_data[prefix] = references_from_data(self.grid, prefix)
@@ -171,13 +172,13 @@ def _translation_bootstrap(grid, base_runs, var_runs, n_samples, references) -> 
     pairs = []
     for seed, base in base_runs.items():
         var = var_runs.get(seed)
-        prefix = base.split_prefix("predictions.txt")
-        if var is None or prefix is None or var.split_prefix("predictions.txt") != prefix:
+        prefix = base.split_prefix(PREDICTIONS)
+        if var is None or prefix is None or var.split_prefix(PREDICTIONS) != prefix:
             continue
         refs = references(base, prefix)
         hyps_b, hyps_v = (
-            _lines(base.path / f"{prefix}_predictions.txt"),
-            _lines(var.path / f"{prefix}_predictions.txt"),
+            _lines(base.path / split_file(prefix, PREDICTIONS)),
+            _lines(var.path / split_file(prefix, PREDICTIONS)),
         )
         if not len(hyps_b) == len(hyps_v) == len(refs):
             raise ValueError(
@@ -205,7 +206,7 @@ def _translation_bootstrap(grid, base_runs, var_runs, n_samples, references) -> 
 
 def _scores(run: RunResult, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, predictions at the run's threshold, labels) from ``{prefix}_scores.npz``."""
-    with np.load(run.path / f"{prefix}_scores.npz") as data:
+    with np.load(run.path / split_file(prefix, SCORES)) as data:
         prob = np.asarray(data["probabilities"], dtype=np.float64)
         labels = np.asarray(data["labels"]).astype(np.int64)
         threshold = float(data["threshold"])
@@ -217,8 +218,8 @@ def _classification_bootstrap(base_runs, var_runs, n_samples) -> dict[str, dict]
     per_seed: list[tuple[int, str, tuple, tuple, np.ndarray]] = []
     for seed, base in base_runs.items():
         var = var_runs.get(seed)
-        prefix = base.split_prefix("scores.npz")
-        if var is None or prefix is None or var.split_prefix("scores.npz") != prefix:
+        prefix = base.split_prefix(SCORES)
+        if var is None or prefix is None or var.split_prefix(SCORES) != prefix:
             continue
         pb, db, tb = _scores(base, prefix)
         pv, dv, tv = _scores(var, prefix)

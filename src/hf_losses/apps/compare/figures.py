@@ -10,6 +10,7 @@ import torch
 
 from hf_losses.metrics.calibration import TokenCalibration, reliability_counts
 
+from ..runs.outputs import CALIBRATION, SCORES, split_file
 from .aggregate import RunResult
 
 __all__ = ["missing_matplotlib", "write_figures"]
@@ -65,16 +66,16 @@ def metric_figure(plt, path: Path, runs, variants: list[str], metrics: list[str]
 def _calibration(run: RunResult, task: str) -> tuple[torch.Tensor, np.ndarray | None] | None:
     """(reliability counts, p_y histogram or None) of a run, from the files the script wrote."""
     if task == "translation":
-        prefix = run.split_prefix("calibration.json")
+        prefix = run.split_prefix(CALIBRATION)
         if prefix is None:
             return None
-        data = json.loads((run.path / f"{prefix}_calibration.json").read_text(encoding="utf-8"))
+        data = json.loads((run.path / split_file(prefix, CALIBRATION)).read_text(encoding="utf-8"))
         stats = TokenCalibration.from_dict(data)
         return stats.reliability, stats.p_y_histogram.numpy()
-    prefix = run.split_prefix("scores.npz")
+    prefix = run.split_prefix(SCORES)
     if prefix is None:
         return None
-    with np.load(run.path / f"{prefix}_scores.npz") as data:
+    with np.load(run.path / split_file(prefix, SCORES)) as data:
         counts = reliability_counts(
             torch.from_numpy(data["probabilities"]).double(), torch.from_numpy(data["labels"])
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
+from ..runs.errors import report_error
 from .aggregate import collect_runs, compare, json_ready, summarise
 from .figures import missing_matplotlib, write_figures
 from .grid import Grid, GridError, load_grid
@@ -170,7 +170,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         return status
     except (GridError, ValueError, FileNotFoundError) as err:
-        if os.environ.get("HF_LOSSES_DEBUG"):
-            raise
-        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_error(err, prog)

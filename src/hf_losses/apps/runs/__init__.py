@@ -2,7 +2,7 @@
 
 from .arguments import DataSourceArguments, ModelSourceArguments, RecipeParser, RunArguments, check_positive
 from .errors import NoMetricsError, UsageError, one_line_errors
-from .outputs import replaced_atomically, write_json, write_lines
+from .outputs import replaced_atomically, split_file, write_json, write_lines
 from .skeleton import TaskRun, predict
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "one_line_errors",
     "predict",
     "replaced_atomically",
+    "split_file",
     "write_json",
     "write_lines",
 ]

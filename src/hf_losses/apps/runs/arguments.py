@@ -28,7 +28,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_losses.data import load_raw_datasets
-from hf_losses.trainers.base_config import pinned_knobs
+from hf_losses.trainers.base_config import label_names_refusal, pinned_knobs
 
 from .errors import UsageError
 from .launch import check_launch_environment
@@ -143,12 +143,10 @@ class DataSourceArguments:
 
 
 def check_label_names(training_args, hint: str) -> None:
-    """--label_names is TrainingArguments' list of input keys holding the labels; the trainers read 'labels'."""
-    if training_args.label_names not in (None, ["labels"]):
-        raise UsageError(
-            f"--label_names {' '.join(training_args.label_names)}: this is TrainingArguments' list of input keys "
-            f"that hold the labels, and the scripts always use 'labels'; leave it unset ({hint})"
-        )
+    """UsageError for a --label_names other than 'labels' (see trainers.base_config.label_names_refusal)."""
+    refusal = label_names_refusal(training_args.label_names, hint)
+    if refusal:
+        raise UsageError(f"--label_names {' '.join(training_args.label_names)} {refusal}")
 
 
 def check_positive(arguments, *names: str) -> None:

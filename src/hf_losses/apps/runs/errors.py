@@ -29,14 +29,20 @@ class NoMetricsError(ValueError):
 ONE_LINE_ERRORS = (UsageError, DataError, ValueError, FileNotFoundError, NonFiniteLossError)
 
 
+def report_error(err: BaseException, prog: str | None = None) -> int:
+    """Print `err` as ``<prog>: error: <message>`` (one line) on stderr and return the exit status 2; with
+    HF_LOSSES_DEBUG=1 raise it instead. `prog` defaults to the running script's name."""
+    if os.environ.get(DEBUG_ENV):
+        raise err
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"{prog or Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    return USAGE_EXIT_STATUS
+
+
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn user errors raised inside into ``<script>: error: <message>`` on stderr and exit status 2."""
     try:
         yield
     except ONE_LINE_ERRORS as err:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_STATUS)
+        sys.exit(report_error(err))

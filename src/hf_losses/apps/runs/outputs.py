@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
+from hf_losses.files import replaced_atomically
 
-@contextlib.contextmanager
-def replaced_atomically(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; once written, it replaces `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    yield tmp
-    os.replace(tmp, path)
+# The files a run writes besides the model (the comparison runner reads them; .gitignore keeps them in results/).
+ALL_RESULTS = "all_results.json"  # every split's metrics (Trainer.save_metrics)
+TEST_PREDICTIONS = "predictions.jsonl"  # classification: one JSON object per test example
+# Per split, as split_file(prefix, kind) with prefix "eval" or "test":
+PREDICTIONS = "predictions.txt"  # translation: one hypothesis a line
+REFERENCES = "references.txt"  # translation: the references scored, same order
+CALIBRATION = "calibration.json"  # translation: TokenCalibration.to_dict()
+SCORES = "scores.npz"  # classification: probabilities, labels, threshold
+
+
+def split_file(prefix: str, kind: str) -> str:
+    """The name of one split's file, e.g. ``test_predictions.txt``."""
+    return f"{prefix}_{kind}"
 
 
 def write_lines(path: Path, lines: list[str], training_args) -> None:

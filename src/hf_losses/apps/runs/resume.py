@@ -10,12 +10,13 @@ from pathlib import Path
 from hf_losses.trainers.checkpoints import CHECKPOINT_NAME, last_complete_checkpoint
 
 from .errors import UsageError
+from .outputs import ALL_RESULTS
 
 logger = logging.getLogger(__name__)
 
 
 # Any of these in output_dir marks a run of ours (trained, or evaluated only), which a new run may continue.
-RUN_FILES = ("trainer_state.json", "training_args.bin", "all_results.json")
+RUN_FILES = ("trainer_state.json", "training_args.bin", ALL_RESULTS)
 # What compare.py writes into a run folder before it starts the script: not files of a foreign run.
 RUNNER_FILES = ("compare_*",)
 

@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from .losses import AsymmetricPolynomialLoss, EncouragingLoss
+from ..losses import AsymmetricPolynomialLoss, EncouragingLoss
+from .outputs import logits_of
 
 TrainerLossFunc = Callable[..., torch.Tensor]
 
@@ -56,7 +57,7 @@ def trainer_loss_func(
     def compute_loss_func(outputs, labels: torch.Tensor | None, num_items_in_batch=None) -> torch.Tensor:
         if labels is None:
             raise ValueError("compute_loss_func got no labels: the batches need a 'labels' entry")
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits_of(outputs)
         if shift_labels:
             logits, labels = logits[..., :-1, :], labels[..., 1:]
         # APL: multi-hot labels in the logits' dtype (collators often yield int64 or float32).
