@@ -1,30 +1,23 @@
-"""The benchmark script runs end to end on tiny shapes, writes its tables and charts, and selects groups."""
+"""benchmarks/losses.py runs end to end on tiny shapes, writes its tables and charts, and selects groups;
+benchmarks/fused_head.py runs on tiny shapes."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import losses as bench
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_losses", ROOT / "scripts" / "benchmark_losses.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_benchmark_writes_table_and_charts(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            "scripts/benchmark_losses.py",
+            "-m",
+            "benchmarks.losses",
             "--quick",
             "--threads",
             "1",
@@ -55,7 +48,6 @@ def test_quick_benchmark_writes_table_and_charts(tmp_path):
 
 
 def test_full_cases_cover_the_issue_rows():
-    bench = load_script()
     cases, _ = bench.all_cases(False)
     rows = {(c.group, c.name, c.shape, str(c.dtype)) for c in cases}
     assert ("EL LS=0 LE=0.5", "plain formula + torch.compile", (4096, 32000), "torch.float32") in rows
@@ -79,7 +71,20 @@ def test_full_cases_cover_the_issue_rows():
 
 
 def test_only_rejects_unknown_groups():
-    bench = load_script()
     assert bench.parse_groups("apl, linear") == ("apl", "linear")
     with pytest.raises(Exception, match="--only"):
         bench.parse_groups("apl,speed")
+
+
+def test_quick_fused_head_benchmark_writes_its_table(tmp_path):
+    command = [sys.executable, "-m", "benchmarks.fused_head", "--quick", "--steps", "1", "--threads", "1"]
+    subprocess.run(
+        [*command, "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    table = (tmp_path / "fused_head.md").read_text()
+    assert "`--fused_lm_head`" in table and "python -m benchmarks.fused_head --quick" in table

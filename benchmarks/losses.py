@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Forward+backward time and peak extra memory of the fused losses against PyTorch baselines, in one process.
 
-    python scripts/benchmark_losses.py --output-dir benchmarks                # the README table (make bench)
-    python scripts/benchmark_losses.py --only apl,linear --output-dir /tmp/b  # some groups only
-    python scripts/benchmark_losses.py --quick --output-dir /tmp/bench        # tiny shapes, a smoke test
+    python -m benchmarks.losses --output-dir benchmarks                # results.md, the charts (make bench)
+    python -m benchmarks.losses --only apl,linear --output-dir /tmp/b  # some groups only
+    python -m benchmarks.losses --quick --output-dir /tmp/bench        # tiny shapes, a smoke test
 
 Groups: ``el`` (EL/CEL against ``F.cross_entropy`` and the plain formula under ``torch.compile``), ``apl`` (APL
 against ``F.binary_cross_entropy_with_logits`` and the compiled plain formula), ``linear`` (a 512 -> 64000 head:
@@ -14,9 +13,8 @@ Time: median of ``torch.utils.benchmark.Timer.blocked_autorange`` with all threa
 that share a baseline are timed in turn, up to ``--rounds`` times, and each keeps its fastest round. Before
 that, one warm-up call per case, reported as "first call" (for ``torch.compile`` rows it includes the
 compilation, from a reset compiler and an empty on-disk compile cache). Memory (CPU): the rise of the peak
-resident set (VmHWM, reset through /proc/self/clear_refs) over one forward+backward after the warm-up,
-measured in a child process whose glibc mmap threshold is pinned so freed buffers go back to the OS; on CUDA,
-max_memory_allocated. Both include the gradients. Ratios are against the first row of each group (the PyTorch baseline).
+resident set over one forward+backward after the warm-up, in a child process (benchmarks/harness.py); on
+CUDA, max_memory_allocated. Both include the gradients. Ratios are against the first row of each group (the PyTorch baseline).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
+from benchmarks.harness import command_line, peak_rise_mib, run_child
 from hf_losses import asymmetric_polynomial_loss, encouraging_loss
 
 try:
@@ -45,7 +43,6 @@ try:
 except ImportError:  # the fused head is not in this version
     linear_encouraging_loss = None
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 GROUPS = ("el", "apl", "linear", "vocab")
 VOCAB_SIZES = (32000, 64000, 128000, 256000)
 
@@ -285,14 +282,6 @@ def first_call(case: Case, leaves, args) -> float:
     return time.perf_counter() - start
 
 
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def peak_extra_mib(case: Case, leaves, args, device: torch.device) -> float:
     """Peak memory above the inputs during one forward+backward, in MiB."""
     for leaf in leaves:
@@ -304,11 +293,7 @@ def peak_extra_mib(case: Case, leaves, args, device: torch.device) -> float:
         fwd_bwd(case, leaves, args)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _status_kib("VmRSS")
-    fwd_bwd(case, leaves, args)
-    return (_status_kib("VmHWM") - base) / 1024
+    return peak_rise_mib(lambda: fwd_bwd(case, leaves, args))
 
 
 def _peak_of(case: Case, device: torch.device) -> float:
@@ -320,24 +305,12 @@ def _peak_of(case: Case, device: torch.device) -> float:
 
 
 def measure_memory(cases: list[Case], device: torch.device, quick: bool) -> list[float]:
-    """Peak extra MiB per case; on CPU in a child process whose glibc returns freed buffers to the OS.
-
-    The pinned mmap threshold that makes the RSS peak meaningful also makes every large allocation a fresh
-    mmap, which would distort the timings, so time and memory are measured in different processes.
-    """
+    """Peak extra MiB per case; on CPU in a child process (benchmarks/harness.py)."""
     if device.type == "cuda":
         return [_peak_of(case, device) for case in cases]
-    env = {**os.environ, MMAP_ENV: str(1 << 16)}
     request = {"quick": quick, "labels": [c.label for c in cases]}
     threads = ["--threads", str(torch.get_num_threads())]
-    child = subprocess.run(
-        [sys.executable, __file__, *threads, "--memory-of", json.dumps(request)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return run_child(__spec__.name, [*threads, "--memory-of", json.dumps(request)])
 
 
 def blocks(cases: list[Case]) -> list[list[Case]]:
@@ -572,7 +545,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> None:
             for c, mib in zip(chart, measure_memory(chart, device, args.quick), strict=True)
         ]
 
-    command = "python scripts/benchmark_losses.py " + " ".join(argv)
+    command = command_line(__spec__.name, argv)
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     )

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """One training step of a seq2seq model with an mBART-50-sized output head, with and without --fused_lm_head.
 
-    python scripts/benchmark_fused_head.py --output-dir benchmarks          # make bench-fused-head
-    python scripts/benchmark_fused_head.py --quick --output-dir /tmp/b      # tiny shapes, a smoke test
+    python -m benchmarks.fused_head --output-dir benchmarks          # fused_head.md (make bench-fused-head)
+    python -m benchmarks.fused_head --quick --output-dir /tmp/b      # tiny shapes, a smoke test
 
 The model is an mBART with the vocabulary (250,054) and width (d_model 1024, 16 heads, FFN 4096) of mBART-50
 but one encoder and one decoder layer, so that the output head, whose logits the fused path never forms,
@@ -11,18 +10,15 @@ dominates as it does in fine-tuning with small batches. A step is ``EncouragingS
 target tokens (4,096 target tokens), CEL with LE 0.5 and label smoothing 0.1, float32 on the CPU.
 
 Each variant runs in its own process: one warm-up step, then ``--steps`` timed steps (median reported). Memory is
-the rise of the peak resident set (VmHWM, reset through /proc/self/clear_refs) during one step after the
-warm-up, with the glibc mmap threshold pinned so that freed buffers go back to the OS (both variants run under
-it); it includes the gradients. Results: ``fused_head.json`` and ``fused_head.md`` in ``--output-dir``.
+the rise of the peak resident set during one step after the warm-up (benchmarks/harness.py; both variants run
+under the pinned mmap threshold); it includes the gradients. Results: ``fused_head.json`` and ``fused_head.md`` in ``--output-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,17 +26,10 @@ from pathlib import Path
 
 import torch
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+from benchmarks.harness import command_line, peak_rise_mib, run_child
+
 FULL = dict(vocab=250_054, d_model=1024, heads=16, ffn=4096, rows=32, length=128)
 QUICK = dict(vocab=4_000, d_model=64, heads=4, ffn=128, rows=4, length=16)
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise KeyError(key)
 
 
 def measure(fused: bool, shape: dict, steps: int) -> dict:
@@ -90,11 +79,8 @@ def measure(fused: bool, shape: dict, steps: int) -> dict:
         return time.perf_counter() - start
 
     first = step()
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset VmHWM to the current RSS
-    base = _status_kib("VmRSS")
-    times = [step()]
-    peak = (_status_kib("VmHWM") - base) / 1024
+    times: list[float] = []
+    peak = peak_rise_mib(lambda: times.append(step()))
     times += [step() for _ in range(steps - 1)]
     return {
         "fused_lm_head": fused,
@@ -105,7 +91,6 @@ def measure(fused: bool, shape: dict, steps: int) -> dict:
 
 
 def run_variant(fused: bool, quick: bool, steps: int) -> dict:
-    env = {**os.environ, MMAP_ENV: str(1 << 16)}
     request = [
         "--variant",
         "fused" if fused else "unfused",
@@ -114,10 +99,7 @@ def run_variant(fused: bool, quick: bool, steps: int) -> dict:
         *(["--quick"] if quick else []),
     ]
     request += ["--threads", str(torch.get_num_threads())]
-    child = subprocess.run(
-        [sys.executable, __file__, *request], env=env, check=True, capture_output=True, text=True
-    )
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return run_child(__spec__.name, request)
 
 
 def table(rows: list[dict], shape: dict, command: str) -> str:
@@ -152,7 +134,7 @@ def main() -> None:
         print(json.dumps(measure(args.variant == "fused", shape, args.steps)))
         return
     rows = [run_variant(fused, args.quick, args.steps) for fused in (False, True)]
-    command = "python scripts/benchmark_fused_head.py " + " ".join(sys.argv[1:])
+    command = command_line(__spec__.name, sys.argv[1:])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "fused_head.json").write_text(
         json.dumps({"shape": shape, "rows": rows}, indent=2) + "\n"
