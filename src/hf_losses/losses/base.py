@@ -3,7 +3,8 @@ stores, checks and prints the settings."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -62,16 +63,37 @@ def reduce(loss: torch.Tensor, reduction: str, count: torch.Tensor | int | None 
     return total / count.clamp(min=1).to(total.dtype)
 
 
-class LossModule(nn.Module):
-    """Base of the loss Modules: the settings (``SETTINGS``, the functional form's keyword arguments) are public
-    attributes, checked by ``check_settings`` at construction and passed to the functional form by ``settings()``;
-    ``extra_repr`` prints them."""
+def keyword_defaults(functional: Callable) -> dict[str, Any]:
+    """The keyword-only arguments of a functional loss and their defaults, in order (``return_stats`` aside)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(functional).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and name != "return_stats"
+    }
 
-    SETTINGS: ClassVar[tuple[str, ...]] = ()
+
+class LossModule(nn.Module):
+    """Base of the loss Modules. The settings are the keyword arguments of the functional form, with its
+    defaults (``class MyLoss(LossModule, functional=my_loss)``); they are public attributes, checked by
+    ``check_settings`` at construction (a subclass's Args document them), passed to the functional form by
+    ``settings()`` and printed by ``extra_repr``."""
+
+    setting_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, functional: Callable | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if functional is not None:
+            cls.setting_defaults = keyword_defaults(functional)
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        for name, value in self.check_settings(settings).items():
+        defaults = self.setting_defaults
+        unknown = sorted(set(settings) - set(defaults))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected settings {unknown}; settings: {list(defaults)}"
+            )
+        for name, value in self.check_settings({**defaults, **settings}).items():
             setattr(self, name, value)
 
     def check_settings(self, settings: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -80,7 +102,7 @@ class LossModule(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments of the functional form."""
-        return {name: getattr(self, name) for name in self.SETTINGS}
+        return {name: getattr(self, name) for name in self.setting_defaults}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.settings().items())

@@ -147,46 +147,9 @@ def encouraging_loss(
     return loss
 
 
-class EncouragingSettings(LossModule):
-    """The settings of the encouraging losses as public attributes, checked here and at every call (a
-    schedule may change ``bonus_weight`` between calls)."""
-
-    SETTINGS = (
-        "log_end",
-        "label_smoothing",
-        "bonus_weight",
-        "bonus",
-        "bonus_power",
-        "bonus_start",
-        "bonus_smoothing",
-        "ignore_index",
-        "reduction",
-    )
-
-    def __init__(
-        self,
-        *,
-        log_end: float = 1.0,
-        label_smoothing: float = 0.0,
-        bonus_weight: float = 1.0,
-        bonus: str = "log",
-        bonus_power: float = 1.0,
-        bonus_start: float = 0.0,
-        bonus_smoothing: float | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__(
-            log_end=log_end,
-            label_smoothing=label_smoothing,
-            bonus_weight=bonus_weight,
-            bonus=bonus,
-            bonus_power=bonus_power,
-            bonus_start=bonus_start,
-            bonus_smoothing=bonus_smoothing,
-            ignore_index=ignore_index,
-            reduction=reduction,
-        )
+class EncouragingSettings(LossModule, functional=encouraging_loss):
+    """The settings of the encouraging losses (the keyword arguments of :func:`encouraging_loss`) as public
+    attributes, checked here and at every call (a schedule may change ``bonus_weight`` between calls)."""
 
     def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         _check_settings(**{k: v for k, v in settings.items() if k != "ignore_index"})

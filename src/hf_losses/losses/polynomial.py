@@ -70,7 +70,7 @@ def asymmetric_polynomial_loss(
     return FusedAsymmetricPolynomialLoss.apply(logits, target, s, scale, need_grad, elementwise)
 
 
-class AsymmetricPolynomialLoss(LossModule):
+class AsymmetricPolynomialLoss(LossModule, functional=asymmetric_polynomial_loss):
     r"""Asymmetric Polynomial Loss (Huang et al., ICASSP 2023) for multi-label classification.
 
     For a logit :math:`x` with :math:`p = \sigma(x)` and the shifted probability :math:`p_m = \max(p - c, 0)`:
@@ -116,45 +116,12 @@ class AsymmetricPolynomialLoss(LossModule):
         0.0391
     """
 
-    SETTINGS = (
-        "gamma_pos",
-        "gamma_neg",
-        "clip",
-        "alpha1",
-        "alpha2",
-        "beta1",
-        "detach_focusing_weight",
-        "reduction",
-    )
-
-    def __init__(
-        self,
-        *,
-        gamma_pos: float = 0.0,
-        gamma_neg: float = 4.0,
-        clip: float = 0.05,
-        alpha1: float = -1.0,
-        alpha2: float = 1.25,
-        beta1: float = 0.0,
-        detach_focusing_weight: bool = True,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__(
-            gamma_pos=gamma_pos,
-            gamma_neg=gamma_neg,
-            clip=clip,
-            alpha1=alpha1,
-            alpha2=alpha2,
-            beta1=beta1,
-            detach_focusing_weight=detach_focusing_weight,
-            reduction=reduction,
-        )
-
     def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         # stored as the kernel takes them (floats, a bool), each checked
-        checked = _settings(*(settings[name] for name in self.SETTINGS[:-1]))
+        names = list(settings)  # the functional's keyword arguments, reduction last
+        checked = _settings(*(settings[name] for name in names[:-1]))
         check_reduction(settings["reduction"])
-        return dict(zip(self.SETTINGS, (*checked, settings["reduction"]), strict=True))
+        return dict(zip(names, (*checked, settings["reduction"]), strict=True))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return asymmetric_polynomial_loss(logits, target, **self.settings())

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..losses import AsymmetricPolynomialLoss
+from ..losses import AsymmetricPolynomialLoss, asymmetric_polynomial_loss
+from ..losses.base import keyword_defaults
 from ..metrics import MultiLabelMetrics, sigmoid, tune_class_thresholds, tune_threshold
 from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
@@ -17,6 +18,8 @@ from .common import LossTrainerMixin
 from .outputs import logits_of
 
 _NO_POLY = {"alpha1": 0.0, "alpha2": 0.0, "beta1": 0.0}
+# the authors' released settings: the defaults of the loss itself
+APL_DEFAULTS = {k: v for k, v in keyword_defaults(asymmetric_polynomial_loss).items() if k != "reduction"}
 
 
 @dataclass
@@ -75,15 +78,7 @@ class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingAr
         "apl": LossPreset(
             "asymmetric polynomial loss (APL)",
             baseline=False,
-            defaults={
-                "gamma_pos": 0.0,
-                "gamma_neg": 4.0,
-                "clip": 0.05,
-                "alpha1": -1.0,
-                "alpha2": 1.25,
-                "beta1": 0.0,
-                "detach_focusing_weight": True,
-            },
+            defaults=APL_DEFAULTS,
         ),
     }
     KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
