@@ -123,7 +123,7 @@ def generated_lengths(prediction) -> dict[str, float]:
 @pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))
 def test_seq2seq_built_from_a_config_json_saves(tmp_path, arch):
     """``--model_config config.json``: generation settings in generation_config, so that saving works (the
-    script path itself runs for T5 in tests/test_script_translate.py)."""
+    script path itself runs for T5 in tests/apps/test_translate.py)."""
     tiny_seq2seq(arch).config.save_pretrained(tmp_path / "config")
     model = build_seq2seq_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
     model.save_pretrained(tmp_path / "saved")

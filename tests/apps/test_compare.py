@@ -30,7 +30,7 @@ from hf_losses.apps.compare.significance import (
 )
 from hf_losses.metrics import multilabel_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------ grid files
 

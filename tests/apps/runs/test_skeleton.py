@@ -1,5 +1,5 @@
 """hf_losses.apps.runs.skeleton: an evaluation that measured nothing is an error (the runs themselves:
-tests/test_script_*.py)."""
+tests/apps/test_translate.py, test_classify.py)."""
 
 from __future__ import annotations
 

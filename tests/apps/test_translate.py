@@ -2,7 +2,7 @@
 
 Runs through a subprocess where the process boundary matters (exit codes, stderr, the embedded demo) and
 in-process (``main()`` of the imported script) elsewhere, because every subprocess pays for importing torch
-and transformers again. The Hub, resume and launch checks themselves are tested in tests/test_run_*.py.
+and transformers again. The Hub, resume and launch checks themselves are tested in tests/apps/runs/.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from hf_losses.data import load_raw_datasets, select_translation_columns
 from tests.helpers.tiny import tiny_marian_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "translate.py"
 TOKEN = "hf_FAKE123"
 

@@ -1,6 +1,6 @@
 """scripts/classify.py end to end on tiny local data, the embedded demo, its recipes, bad input, GoEmotions (slow).
 
-The Hub push, resume and launch checks are the shared run's, tested in tests/test_run_*.py and once through
+The Hub push, resume and launch checks are the shared run's, tested in tests/apps/runs/ and once through
 scripts/translate.py.
 """
 
@@ -18,7 +18,7 @@ from transformers import BertConfig
 
 from hf_losses.apps.corpora import synthetic_multilabel_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "classify.py"
 GO_EMOTIONS = ROOT.parent / "shared" / "data" / "go_emotions"
 NUM_LABELS = 6
