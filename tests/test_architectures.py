@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
-from hf_losses.models import build_seq2seq_model
+from hf_losses.apps.models import build_seq2seq_model
 from tests.helpers.tiny import (
     ENCODER_ARCHITECTURES,
     NUM_LABELS,
@@ -123,7 +123,7 @@ def generated_lengths(prediction) -> dict[str, float]:
 @pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))
 def test_seq2seq_built_from_a_config_json_saves(tmp_path, arch):
     """``--model_config config.json``: generation settings in generation_config, so that saving works (the
-    script path itself runs for T5 in tests/test_script_translate.py)."""
+    script path itself runs for T5 in tests/apps/test_translate.py)."""
     tiny_seq2seq(arch).config.save_pretrained(tmp_path / "config")
     model = build_seq2seq_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
     model.save_pretrained(tmp_path / "saved")
@@ -241,7 +241,7 @@ def test_multilabel_bce_equals_stock_trainer(tmp_path, arch):
 
 
 def test_classifier_bias_starts_at_the_smoothed_label_frequencies():
-    from hf_losses.models import set_classifier_bias_to_prior
+    from hf_losses.apps.models import set_classifier_bias_to_prior
     from tests.helpers.tiny import tiny_bert
 
     model = tiny_bert()

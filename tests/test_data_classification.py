@@ -7,13 +7,13 @@ import logging
 import datasets
 import pytest
 
+from hf_losses.apps.corpora import synthetic_multilabel_corpus
+from hf_losses.apps.tokenizers import train_tokenizer
 from hf_losses.data import (
     DataError,
     load_raw_datasets,
     prepare_multilabel,
-    synthetic_multilabel_corpus,
     tokenize_multilabel,
-    train_tokenizer,
 )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datasets
 import pytest
 
+from hf_losses.apps.corpora import synthetic_translation_corpus
+from hf_losses.apps.tokenizers import train_tokenizer
 from hf_losses.data import (
     DataError,
     select_translation_columns,
-    synthetic_translation_corpus,
     tokenize_translation,
-    train_tokenizer,
 )
 
 

@@ -1,4 +1,4 @@
-"""Encouraging loss (EL / CEL): values and gradients against the float64 reference of SPEC section 1."""
+"""Encouraging loss (EL / CEL): values and gradients against the float64 reference of docs/losses.md section 1."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_full_bonus_extreme_confidence_is_exact():
     """LE = 1, rho = 1, eps = 0: l = logsumexp(z_k, k != y) - z_y exactly, even when p_y rounds to 1.
 
     Gradient: softmax over the non-target classes for k != y, and -1 at y. (The authors' clamp at
-    1e-5 would zero the bonus gradient here; the SPEC requires the exact value.)
+    1e-5 would zero the bonus gradient here; docs/losses.md requires the exact value.)
     """
     v = 11
     gen = _gen(3)
@@ -479,7 +479,7 @@ def test_with_stats_tangent_branch_bonus():
 
 
 def test_hand_computed_values():
-    """Tiny cases worked out by hand from the SPEC formulas."""
+    """Tiny cases worked out by hand from the formulas of docs/losses.md."""
     v = 4
     z = torch.stack(
         [
@@ -524,7 +524,7 @@ def test_hand_computed_values():
 
 
 def test_reference_matches_closed_form_gradient():
-    """Self-check of the reference: its autograd gradient equals the closed form of SPEC 1."""
+    """Self-check of the reference: its autograd gradient equals the closed form of docs/losses.md section 1."""
     for le in LOG_ENDS:
         for eps in SMOOTHINGS:
             for rho in BONUS_WEIGHTS + [2.0]:

@@ -1,4 +1,5 @@
-"""The README's Python examples and the trainers' docstring examples run as written (tiny local stand-ins)."""
+"""The Python examples of README.md and docs/, and the trainers' docstring examples, run as written (tiny local
+stand-ins)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from tests.helpers.tiny import (
     tiny_tokenizer,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
-def python_blocks(section: str) -> list[str]:
-    """The ```python blocks of one README section (from its heading to the next ## heading)."""
-    text = README.read_text(encoding="utf-8")
-    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+def python_blocks(section: str | None = None, page: Path = README) -> list[str]:
+    """The ```python blocks of a page, or of one of its sections (from its heading to the next ## heading)."""
+    text = page.read_text(encoding="utf-8")
+    body = text if section is None else text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", body, flags=re.S)
 
 
@@ -79,6 +82,25 @@ def test_trainer_example_trains_evaluates_and_pushes_with_a_card(tmp_path, monke
 def test_loss_examples_run():
     (losses,) = python_blocks("The losses")
     exec(compile(losses, "README.md", "exec"), {})
+
+
+def test_the_readme_examples_are_all_tested():
+    assert (
+        len(python_blocks()) == len(python_blocks("The losses")) + len(python_blocks("Use from Python")) == 3
+    )
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_docs_examples_run(tmp_path, monkeypatch, page):
+    """Every ```python block of a docs/ page runs as written, each page in a fresh namespace."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in python_blocks(page=page):
+        exec(compile(block, str(page.name), "exec"), namespace)
+
+
+def test_the_docs_have_examples():
+    assert python_blocks(page=ROOT / "docs" / "trainers.md")
 
 
 def docstring_example(cls) -> str:

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hf_losses.losses.linear as linear
+import hf_losses.losses.linear as linear_api
+import hf_losses.losses.ops.linear as linear
 from hf_losses.losses.encouraging import encouraging_loss
 from hf_losses.losses.linear import LinearEncouragingLoss, linear_encouraging_loss
 
@@ -300,7 +301,7 @@ def test_cuda_matches_cpu(dtype):
 def test_docstring_example():
     import doctest
 
-    result = doctest.testmod(linear)
+    result = doctest.testmod(linear_api)
     assert result.attempted >= 7 and result.failed == 0
 
 

@@ -42,8 +42,8 @@ def test_the_wheel_ships_the_applications_recipes_command_and_licence(tmp_path):
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
-    recipes = {p.name for p in (ROOT / "src" / "hf_losses" / "recipes").glob("*.yaml")}
-    assert {f"hf_losses/recipes/{r}" for r in recipes} <= names and "demo-translate.yaml" in recipes
+    recipes = {p.name for p in (ROOT / "src" / "hf_losses" / "apps" / "recipes").glob("*.yaml")}
+    assert {f"hf_losses/apps/recipes/{r}" for r in recipes} <= names and "demo-translate.yaml" in recipes
     assert {"hf_losses/apps/translate.py", "hf_losses/apps/classify.py", "hf_losses/cli.py"} <= names
     assert "hf-losses = hf_losses.cli:main" in entry_points
     assert any(n.endswith("licenses/LICENSE") for n in names) and "License-Expression: Apache-2.0" in metadata

@@ -1,4 +1,4 @@
-"""Asymmetric Polynomial Loss (APL): values and gradients against the float64 reference of SPEC section 2."""
+"""Asymmetric Polynomial Loss (APL): values and gradients against the float64 reference of docs/losses.md section 2."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_non_contiguous_inputs():
 
 
 # ----------------------------------------------------------------------------------------------
-# special cases from SPEC 2
+# special cases from docs/losses.md section 2
 # ----------------------------------------------------------------------------------------------
 
 ZERO_POLY = dict(alpha1=0.0, alpha2=0.0, beta1=0.0)
@@ -624,7 +624,7 @@ def test_module_docstring_example_runs():
 
 def test_failed_compile_falls_back_to_eager(monkeypatch):
     """Where torch.compile cannot build the kernel (no compiler), one warning, then the eager kernel."""
-    from hf_losses.losses import polynomial
+    from hf_losses.losses.ops import polynomial
 
     def broken(*args):
         raise RuntimeError("no C++ compiler")
@@ -645,7 +645,7 @@ def test_failed_compile_falls_back_to_eager(monkeypatch):
 def test_compiled_kernel_matches_reference(monkeypatch, pidx):
     """The torch.compile kernel (large inputs): exact against float64, extreme logits included, and one
     compilation serves every input size."""
-    from hf_losses.losses import polynomial
+    from hf_losses.losses.ops import polynomial
 
     monkeypatch.setattr(polynomial, "COMPILE_MIN_ELEMENTS", 5000)  # inductor specialises sizes <= 4096
     params = dict(PARAM_SETS[pidx], detach_focusing_weight=bool(pidx))

@@ -9,8 +9,13 @@ from .losses import (
     encouraging_loss,
     linear_encouraging_loss,
 )
-from .trainer_loss import trainer_loss_func
-from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
+from .trainers import (
+    EncouragingSeq2SeqConfig,
+    EncouragingSeq2SeqTrainer,
+    MultiLabelConfig,
+    MultiLabelTrainer,
+    trainer_loss_func,
+)
 
 __version__ = "0.1.0"
 

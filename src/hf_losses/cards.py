@@ -20,17 +20,17 @@ and every value that looks like a Hugging Face access token are left out of the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import re
-import tempfile
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .files import replaced_atomically
 
 __all__ = ["DatasetInfo", "render_model_card", "write_model_card"]
 
@@ -380,20 +380,99 @@ def _class_threshold_rows(thresholds: list[float] | None, names: list[str] | Non
 
 
 def write_model_card(card: ModelCard | str, output_dir: str | os.PathLike) -> Path:
-    """Write `output_dir/README.md` atomically (temporary file in the same directory, then `os.replace`)."""
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "README.md"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".README.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(str(card))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write `output_dir/README.md` atomically (see :func:`hf_losses.files.replaced_atomically`), synced to disk."""
+    target = Path(output_dir) / "README.md"
+    with replaced_atomically(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(str(card))
+        handle.flush()
+        os.fsync(handle.fileno())
     return target
+
+
+# -- a trainer's card --------------------------------------------------------------------------------------
+# The fields of TrainingArguments worth a line in a model card.
+CARD_TRAINING_ARGUMENTS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "seed",
+    "optim",
+    "bf16",
+    "fp16",
+)
+
+
+def training_hyperparameters(args) -> dict:
+    """The training hyperparameters worth a line in a model card, with the total train batch size."""
+    values = {k: getattr(args, k) for k in CARD_TRAINING_ARGUMENTS if hasattr(args, k)}
+    values["total_train_batch_size"] = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
+    return values
+
+
+def split_for_card(split_metrics: dict[str, dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+    """(split, metrics without their prefix) of the evaluations by metric prefix: the test split if evaluated,
+    else validation, else any other; (None, {}) before any evaluation."""
+    if not split_metrics:
+        return None, {}
+    prefix = next((p for p in ("test", "eval") if p in split_metrics), next(iter(split_metrics)))
+    split = {"test": "test", "eval": "validation"}.get(prefix, prefix.removeprefix("eval_"))
+    return split, {k.removeprefix(f"{prefix}_"): v for k, v in split_metrics[prefix].items()}
+
+
+def _first(value: Any) -> Any:
+    values = _as_list(value)
+    return values[0] if values else None
+
+
+def trainer_model_card(
+    task: str,
+    *,
+    args,
+    model,
+    dataset_info: DatasetInfo,
+    split: str | None,
+    metrics: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    extra: dict[str, Any],
+    tags: list[str],
+    stock_arguments: dict[str, Any],
+) -> ModelCard:
+    """The card of a trainer's run: ``args`` its config (loss settings and preset, Hub id, output_dir),
+    ``model`` the unwrapped model; ``stock_arguments`` those of ``Trainer.create_model_card`` (model_name,
+    finetuned_from, tags, tasks, dataset_tags, dataset, dataset_args, language, license), which win."""
+    given = stock_arguments
+    dataset = DatasetInfo(**{**vars(dataset_info), "split": split or dataset_info.split})
+    if given.get("dataset_tags") or given.get("dataset"):
+        dataset.id = _first(given.get("dataset_tags")) or _first(given.get("dataset"))
+        dataset.name = _first(given.get("dataset")) or dataset.name
+        dataset.config = _first(given.get("dataset_args")) or dataset.config
+    all_tags = [
+        *tags,
+        *(getattr(model, "model_tags", None) or []),
+        *_as_list(given.get("tags")),
+        *_as_list(given.get("tasks")),
+    ]
+    extra = {**extra, "tags": list(dict.fromkeys(all_tags))}
+    for key in ("language", "license"):
+        if given.get(key):
+            extra[key] = given[key]
+    name = given.get("model_name") or (args.hub_model_id or "").split("/")[-1]
+    return render_model_card(
+        task,
+        model_name=name or Path(args.output_dir).name,
+        base_model=given.get("finetuned_from") or getattr(model.config, "_name_or_path", None) or None,
+        dataset=dataset,
+        loss=args.loss_settings(),
+        loss_label=args.preset.label,
+        is_method=not args.preset.baseline,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+        extra=extra,
+    )

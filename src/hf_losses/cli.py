@@ -16,7 +16,7 @@ from .apps import RECIPES
 COMMANDS = {
     "translate": "hf_losses.apps.translate:cli",
     "classify": "hf_losses.apps.classify:cli",
-    "compare": "hf_losses.experiments:main",
+    "compare": "hf_losses.apps.compare:main",
 }
 
 

@@ -337,7 +337,7 @@ def tiny_llama(seed: int = 0):
 
 
 def tiny_gpt2(seed: int = 0):
-    """A 1-layer GPT-2 causal LM with d_model 16 and no dropout (its ``loss_type`` is None in transformers 5.23)."""
+    """A 1-layer GPT-2 causal LM with d_model 16 and no dropout (its ``loss_type`` is None in the pinned transformers)."""
     config = transformers.GPT2Config(
         vocab_size=VOCAB,
         n_embd=16,

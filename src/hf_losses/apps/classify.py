@@ -13,7 +13,7 @@ and model flags below; class names go in ``--class_names`` (``--label_names`` is
 keys, refused). A YAML/JSON recipe as the first argument sets defaults that the flags after it override.
 Defaults, each applied only to settings you do not give yourself:
 
-* Without ``--model_name_or_path``: a small BERT (``hf_losses.models.SMALL_BERT``, or ``--model_config``) and a
+* Without ``--model_name_or_path``: a small BERT (``hf_losses.apps.models.SMALL_BERT``, or ``--model_config``) and a
   tokenizer trained on the training texts, with ``SCRATCH_DEFAULTS`` below (lr 1e-3, 16 epochs, batch 32,
   warm-up 10%). A pre-trained model keeps transformers' own defaults (lr 5e-5, 3 epochs).
 * With neither data nor model arguments: the demo recipe ``scripts/recipes/demo-classify.yaml`` on the
@@ -39,17 +39,14 @@ from pathlib import Path
 import numpy as np
 from transformers import DataCollatorWithPadding
 
-from hf_losses import MultiLabelConfig, MultiLabelTrainer, runs
-from hf_losses.apps import RECIPES
-from hf_losses.data import (
-    prepare_multilabel,
-    read_class_names,
-    synthetic_multilabel_corpus,
-    tokenize_multilabel,
-)
+from hf_losses import MultiLabelConfig, MultiLabelTrainer
+from hf_losses.apps import RECIPES, runs
+from hf_losses.apps.corpora import synthetic_multilabel_corpus
+from hf_losses.apps.models import load_classifier, set_classifier_bias_to_prior
+from hf_losses.apps.runs.logs import logger
+from hf_losses.apps.runs.outputs import SCORES, TEST_PREDICTIONS
+from hf_losses.data import prepare_multilabel, read_class_names, tokenize_multilabel
 from hf_losses.metrics import sigmoid
-from hf_losses.models import load_classifier, set_classifier_bias_to_prior
-from hf_losses.runs.logs import logger
 
 HOLDOUT = "threshold_holdout"
 # Training a small model from scratch wants more steps and a higher learning rate than fine-tuning.
@@ -195,7 +192,7 @@ class ClassificationRun(runs.TaskRun):
             **common,
             data_collator=DataCollatorWithPadding(common["processing_class"]),
             threshold_dataset=tokenized.get(HOLDOUT),
-            threshold_split="train (held out from training)",
+            threshold_dataset_split="train (held out from training)",
         )
 
     def evaluate(self, trainer, prefix, dataset, examples):
@@ -206,10 +203,10 @@ class ClassificationRun(runs.TaskRun):
                 trainer.tune_threshold()
             logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
         output = runs.predict(trainer, dataset, prefix)
-        write_scores(output_dir / f"{prefix}_scores.npz", output, args.threshold, args)
+        write_scores(output_dir / runs.split_file(prefix, SCORES), output, args.threshold, args)
         if prefix == "test":
             rows = prediction_rows(output, examples["text"], self.label_names, args.threshold)
-            runs.write_lines(output_dir / "predictions.jsonl", rows, args)
+            runs.write_lines(output_dir / TEST_PREDICTIONS, rows, args)
             return dict(output.metrics)
         trainer.log(output.metrics)
         return {**output.metrics, "eval_threshold": args.threshold}

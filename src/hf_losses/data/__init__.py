@@ -1,22 +1,17 @@
-"""Data layer: Hub/local dataset loading, preprocessing, small tokenizers and the embedded demo corpora."""
+"""Data layer: Hub/local dataset loading and preprocessing for the trainers (no model or corpus of its own)."""
 
 from .classification import prepare_multilabel, read_class_names, tokenize_multilabel
 from .errors import DataError
 from .loading import load_raw_datasets
-from .synthetic_multilabel import synthetic_multilabel_corpus
-from .synthetic_translation import synthetic_translation_corpus
-from .tokenizers import train_tokenizer
-from .translation import select_translation_columns, tokenize_translation
+from .translation import check_language_pair, select_translation_columns, tokenize_translation
 
 __all__ = [
     "DataError",
+    "check_language_pair",
     "load_raw_datasets",
     "prepare_multilabel",
     "read_class_names",
     "select_translation_columns",
-    "synthetic_multilabel_corpus",
-    "synthetic_translation_corpus",
     "tokenize_multilabel",
     "tokenize_translation",
-    "train_tokenizer",
 ]

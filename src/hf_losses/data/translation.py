@@ -10,6 +10,12 @@ from .errors import DataError
 TRANSLATION_COLUMN = "translation"
 
 
+def check_language_pair(source_lang: str | None, target_lang: str | None) -> None:
+    """DataError when the source and target languages are the same."""
+    if source_lang is not None and source_lang == target_lang:
+        raise DataError(f"--source_lang and --target_lang are both {source_lang!r}; they must differ")
+
+
 def select_translation_columns(
     raw: datasets.DatasetDict,
     *,
@@ -30,8 +36,7 @@ def select_translation_columns(
         DataError: naming the missing language or column and what is present, when the languages are
             equal, or when an entry is not a string (naming the split and example index).
     """
-    if source_lang is not None and source_lang == target_lang:
-        raise DataError(f"--source_lang and --target_lang are both {source_lang!r}; they must differ")
+    check_language_pair(source_lang, target_lang)
     if (source_column is None) != (target_column is None):
         raise DataError("give both --source_column and --target_column, or neither")
     if source_column is not None and source_column == target_column:

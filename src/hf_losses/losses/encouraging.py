@@ -5,42 +5,26 @@ tangent at ``LE`` beyond (or ``-p^a``, or ``cos(pi p) - 1``), shifted to start a
 smoothing mixes in ``(eps / V) * sum_j -log p_j`` and bonus smoothing ``(e / V) * rho * sum_j b(p_j)``.
 The maths, the closed-form gradient and the differences from the authors' code: see docs/losses.md.
 
-The fused implementation walks the rows in cache-sized chunks and, in the same pass that computes the
-loss, writes the closed-form gradient into one buffer kept for backward. ``log(1 - p)`` of the target (and,
-with smoothing, of the largest other class) is formed exactly from logsumexps, never as ``1 - p``; every
-per-row quantity is built from differences of logits and every product of a large ratio ``p / (1 - p)``
-with a small probability from bounded factors, so float32 matches float64 to ~1e-6 for any finite logits.
+The functional form and the Modules; the fused kernel (exact in float32, gradient written in the forward
+pass) and its autograd Function are in losses/ops/encouraging.py.
 """
 
 from __future__ import annotations
 
-import math
-import queue
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ._common import (
+from .base import (
+    LossModule,
     check_class_target,
     check_non_negative,
     check_range,
     check_reduction,
-    check_values,
-    chunk_rows,
-    compute_dtype,
-    no_double_backward,
     reduce,
-    row_workers,
-    take_saved_gradient,
 )
-
-LOG2_E = math.log2(math.e)
-# Elements per float32 scratch buffer on CPU: the three buffers of a chunk (12 MiB) stay in a server's L3
-# cache, and each vector op is large enough that the per-op costs (Python, row-sized ops, thread
-# synchronisation, which is expensive when another process competes for the cores) stay small.
-CPU_CHUNK_ELEMENTS = 1 << 20
+from .ops.encouraging import FusedEncouragingLoss, row_settings
+from .ops.utils import check_values
 
 
 class EncouragingLossOutput(NamedTuple):
@@ -53,410 +37,6 @@ class EncouragingLossOutput(NamedTuple):
 
 
 BONUS_SHAPES = ("log", "power", "cosine")
-
-
-class _RowSettings(NamedTuple):
-    log_end: float
-    eps: float  # label smoothing of the NLL
-    rho: float
-    bonus: str = "log"
-    power: float = 1.0
-    start: float = 0.0
-    bonus_eps: float = 0.0  # smoothing of the bonus
-
-    @property
-    def smooth_bonus(self) -> bool:
-        """Whether the bonus of the non-target classes enters the loss."""
-        return self.bonus_eps > 0 and self.rho > 0
-
-
-def _settings(log_end, label_smoothing, bonus_weight, bonus, bonus_power, bonus_start, bonus_smoothing):
-    """The per-row settings of the kernel (bonus smoothing None: the label smoothing)."""
-    eps = float(label_smoothing)
-    bonus_eps = eps if bonus_smoothing is None else float(bonus_smoothing)
-    return _RowSettings(
-        float(log_end), eps, float(bonus_weight), bonus, float(bonus_power), float(bonus_start), bonus_eps
-    )
-
-
-def _shape_at(s: _RowSettings, p: float) -> float:
-    """b(p) of the unshifted shape, for a number."""
-    if s.bonus == "power":
-        return -(p**s.power)
-    if s.bonus == "cosine":
-        return math.cos(math.pi * p) - 1.0
-    if p <= s.log_end:
-        return math.log1p(-p)
-    return math.log1p(-s.log_end) - (p - s.log_end) / (1.0 - s.log_end)
-
-
-class _Held(NamedTuple):
-    """A class of each row kept out of the buffer (the target; with log bonus smoothing and LE > 1/2 also the
-    largest non-target class) and what the loss and gradient need of it, each piece formed exactly. r is
-    -p b_s'(p), the ratio p / (1 - min(p, LE)) for the log bonus; e_j = exp(z_j - shift) a buffer entry."""
-
-    log_p: torch.Tensor  # log p
-    log_q: torch.Tensor  # log (1 - p)
-    bonus: torch.Tensor  # b_s(p)
-    log_ratio_scale: torch.Tensor  # log (r p_j / e_j), the same for every buffer class j
-    ratio_q: torch.Tensor  # r (1 - p)
-    tangent: torch.Tensor | None  # p > LE (log bonus with LE < 1, else None)
-    log_ratio: torch.Tensor | None  # log r for the bounded shapes (power, cosine), else None
-    active: torch.Tensor | None  # p >= bonus_start (None when bonus_start = 0)
-
-
-def _held_class(gap, log_others, lse, s: _RowSettings) -> _Held:
-    """The held class whose logit trails the logsumexp of all other classes by `gap`.
-
-    `log_others` is log sum_{k != c} e_k and `lse` log sum_k e_k (both relative to the shift), so that
-    p = 1 / (1 + e^gap) and r p_j / e_j = r e^{-lse}.
-    """
-    log_p, log_q = -F.softplus(gap), -F.softplus(-gap)
-    if s.bonus == "log":
-        held = _held_log(log_p, log_q, log_others, lse, s.log_end)
-    else:
-        held = _held_bounded(log_p, log_q, lse, s)
-    if s.start == 0:
-        return held
-    active = log_p >= math.log(s.start)
-    return held._replace(
-        bonus=torch.where(active, held.bonus - _shape_at(s, s.start), 0.0),
-        log_ratio_scale=torch.where(active, held.log_ratio_scale, -math.inf),
-        ratio_q=torch.where(active, held.ratio_q, 0.0),
-        active=active,
-    )
-
-
-def _held_log(log_p, log_q, log_others, lse, le) -> _Held:
-    """log(1 - p) and its tangent: r = p / (1 - p) = p e^{-log_others} / e_j below LE, p / (1 - LE) above."""
-    if le >= 1.0:
-        return _Held(log_p, log_q, log_q, log_p - log_others, log_p.exp(), None, None, None)
-    p = log_p.exp()
-    tangent = p > le
-    log_1m_le = math.log1p(-le)
-    bonus = torch.where(tangent, log_1m_le - (p - le) / (1.0 - le), log_q)
-    log_ratio_scale = torch.where(tangent, log_p - log_1m_le - lse, log_p - log_others)
-    ratio_q = torch.where(tangent, (log_p + log_q - log_1m_le).exp(), p)
-    return _Held(log_p, log_q, bonus, log_ratio_scale, ratio_q, tangent, None, None)
-
-
-def _held_bounded(log_p, log_q, lse, s: _RowSettings) -> _Held:
-    """-p^a (r = a p^a) or cos(pi p) - 1 = -2 sin^2(pi p / 2) (r = pi p sin(pi p), sin(pi p) = sin(pi q))."""
-    p, q = log_p.exp(), log_q.exp()
-    if s.bonus == "power":
-        log_r = math.log(s.power) + s.power * log_p
-        bonus = -(s.power * log_p).exp()
-    else:
-        log_r = math.log(math.pi) + log_p + torch.minimum(p, q).mul(math.pi).sin().log()
-        bonus = -2.0 * (p * (math.pi / 2)).sin().square()
-    return _Held(log_p, log_q, bonus, log_r - lse, (log_r + log_q).exp(), None, log_r, None)
-
-
-def _ratio_times(c: _Held, log_p_d: torch.Tensor, log_d_over_q_c: torch.Tensor, le: float) -> torch.Tensor:
-    """r_c p_d for another held class d, from log p_d and log(p_d / (1 - p_c)) (bounded: <= p_c or p_c/(1-LE))."""
-    if c.log_ratio is not None:
-        out = (c.log_ratio + log_p_d).exp()
-    else:
-        out = (c.log_p + log_d_over_q_c).exp()
-        if c.tangent is not None:
-            out = torch.where(c.tangent, (c.log_p - math.log1p(-le) + log_p_d).exp(), out)
-    return out if c.active is None else torch.where(c.active, out, 0.0)
-
-
-def _masked(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Zero the entries of ignored rows (whose logits may hold anything, even values that overflow)."""
-    return torch.where(valid, values, 0.0)
-
-
-class _Top(NamedTuple):
-    """The largest non-target class of each row, held out of the buffer: its 1 - p can be tiny."""
-
-    col: torch.Tensor
-    held: _Held
-    ratio_p_y: torch.Tensor  # r_top p_y
-    ratio_y_p_top: torch.Tensor  # r_y p_top
-
-
-class _Buffer(NamedTuple):
-    """The bonus of the buffer's classes: sum_j b_s(p_j), and r_j = v_j * v_scale (v None: v = e_j)."""
-
-    bonus: torch.Tensor
-    v: torch.Tensor | None
-    v_scale: torch.Tensor
-
-
-def _forward_chunk(
-    z: torch.Tensor,
-    y: torch.Tensor,
-    valid: torch.Tensor,
-    s: _RowSettings,
-    scratch: list[torch.Tensor],
-    grad: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss, NLL and target bonus of one chunk of rows; writes d(loss_row)/dz into `grad` when given.
-
-    The buffer holds e_j = exp(z_j - shift) for every class but the held ones: the target and, with
-    log bonus smoothing and LE > 1/2, the largest non-target class (the only one whose p can exceed 1/2, so
-    whose 1 - p needs care). The shift is the largest buffer logit, so the buffer's sum lies in [1, V]. Every
-    per-row quantity is built from differences of logits, never from their magnitude, and every product of a
-    huge ratio with a tiny probability from bounded factors, so float32 keeps ~1e-6 relative precision for
-    any finite logits (docs/losses.md).
-    """
-    n, vocab = z.shape
-    x = scratch[0][:n]
-    x.copy_(z)
-    col = y.unsqueeze(1)
-    z_y = x.gather(1, col).squeeze(1)
-    x.scatter_(1, col, -math.inf)
-    hold_top = s.smooth_bonus and s.bonus == "log" and s.log_end > 0.5
-    if hold_top:
-        z_top = x.amax(1, keepdim=True)
-        # the column of the largest non-target logit (the last one if several tie), without the slow max-index
-        is_top = torch.ge(x, z_top, out=scratch[1][:n])  # 1.0 at the top logit(s), 0.0 elsewhere
-        top_col = (
-            is_top.mul_(torch.arange(vocab, dtype=x.dtype, device=x.device)).amax(1, keepdim=True).long()
-        )
-        z_top = z_top.squeeze(1)
-        x.scatter_(1, top_col, -math.inf)
-        shift = x.amax(1)
-        shift = torch.where(shift > -math.inf, shift, z_top)  # V = 2: the buffer is empty
-        held_cols = torch.cat([col, top_col], 1)
-    else:
-        shift = x.amax(1)
-        held_cols = col
-    x.sub_(shift.unsqueeze(1))
-    # exp(a) as exp2(a log2(e)): on CPU exp2 is several times faster than exp, and the product adds only a
-    # relative error of ~1e-7 |a| to the exponent (after the subtraction, so large logits lose nothing)
-    if s.eps > 0:
-        x.scatter_(1, held_cols, 0.0)
-        sum_shifted = x.sum(1)  # sum of z_j - shift over the buffer
-        x.mul_(LOG2_E).exp2_().scatter_(1, held_cols, 0.0)
-    else:
-        x.mul_(LOG2_E).exp2_()  # 0 at the held classes
-    log_sum = x.sum(1).log()  # log sum of the buffer's e_j (-inf when it is empty)
-    a_y = z_y - shift
-    if hold_top:
-        a_top = z_top - shift
-        # log sum_{k != c} e_k - a_c for c = y, top: the larger of the two terms first, so nothing cancels
-        log_rest = torch.logaddexp(log_sum, a_top)
-        gap_y = torch.maximum(log_sum - a_y, z_top - z_y) + F.softplus(-(log_sum - a_top).abs())
-        gap_top = torch.maximum(log_sum - a_top, z_y - z_top) + F.softplus(-(log_sum - a_y).abs())
-    else:
-        log_rest = log_sum
-        gap_y = log_sum - a_y
-    lse = log_rest + F.softplus(-gap_y)
-    target = _held_class(gap_y, log_rest, lse, s)
-    top = None
-    if hold_top:
-        top_held = _held_class(gap_top, torch.logaddexp(log_sum, a_y), lse, s)
-        top = _Top(
-            top_col,
-            top_held,
-            _ratio_times(top_held, target.log_p, -F.softplus(log_sum - a_y), s.log_end),
-            _ratio_times(target, top_held.log_p, -F.softplus(log_sum - a_top), s.log_end),
-        )
-    nll = -target.log_p
-    loss = (1.0 - s.eps) * nll + (s.rho * (1.0 - s.bonus_eps)) * target.bonus
-    if s.eps > 0:
-        if top is not None:
-            sum_shifted = sum_shifted + a_top
-        loss = loss + s.eps * (lse - (sum_shifted + a_y) / vocab)  # eps (1/V) sum_j -log p_j
-    buffer = None
-    if s.smooth_bonus:
-        buffer = _buffer_bonus(x, scratch, s, lse, target, top)
-        loss = loss + (s.rho * s.bonus_eps / vocab) * (buffer.bonus + target.bonus)
-
-    loss = _masked(loss, valid)
-    if grad is not None:
-        _write_gradient(x, y, valid, s, scratch, grad, -lse, target, top, buffer)
-    return loss, _masked(nll, valid), _masked(target.bonus, valid)
-
-
-def _buffer_bonus(x, scratch, s: _RowSettings, lse, target: _Held, top: _Top | None) -> _Buffer:
-    """sum_j b_s(p_j) over the buffer (plus the held top's) and its ratios r_j, into scratch[2] (or from x).
-
-    Classes below bonus_start get p_j = 0 (so b = 0, r = 0) and each one above it the shift -b(bonus_start).
-    """
-    n = x.shape[0]
-    scale = (-lse).exp()  # p_j / e_j
-    active = None
-    if s.start > 0:  # 1.0 where p_j >= bonus_start
-        threshold = (math.log(s.start) + lse).exp().unsqueeze(1)  # e_j at p_j = bonus_start
-        active = torch.ge(x, threshold, out=scratch[1 if s.bonus == "power" else 2][:n])
-        shift = active.sum(1) * _shape_at(s, s.start)
-    else:
-        shift = 0.0
-    if s.bonus == "log":
-        bonus, v = _buffer_log(x, scratch, s, scale, target, top, active)
-        return _Buffer(bonus - shift, v, scale)
-    if s.bonus == "power":
-        u = scratch[2][:n]
-        if s.power == 1.0:
-            if active is None:  # r_j = p_j: folded into the coefficient of e_j
-                return _Buffer(-(scale * x.sum(1)), None, scale)
-            torch.mul(x, active, out=u)
-        else:
-            torch.pow(x, s.power, out=u)
-            if active is not None:
-                u.mul_(active)
-        scale_a = (-s.power * lse).exp()  # p_j^a / e_j^a
-        return _Buffer(-scale_a * u.sum(1) - shift, u, s.power * scale_a)
-    # cosine: sum_j -2 sin^2(pi p_j / 2), r_j = pi p_j sin(pi p_j)
-    p = torch.mul(x, scale.unsqueeze(1), out=scratch[1][:n])
-    if active is not None:
-        p.mul_(active)
-    u = torch.mul(p, math.pi / 2, out=scratch[2][:n]).sin_()
-    bonus = -2.0 * torch.linalg.vecdot(u, u)
-    torch.mul(p, math.pi, out=u).sin_().mul_(p)
-    return _Buffer(bonus - shift, u, torch.full_like(scale, math.pi))
-
-
-def _buffer_log(x, scratch, s: _RowSettings, scale, target: _Held, top: _Top | None, active):
-    """sum_j log(1 - t_j) (+ tangent) over the buffer, and v_j = e_j / (1 - t_j) in scratch[2].
-
-    Its t_j = min(p_j, LE) are <= 1/2 (with a held top, every buffer class has p <= 1/2 < LE) and sum to
-    <= 1, so prod_j (1 - t_j) lies in [1/4, 1]: one log of the product replaces a log per class, and the
-    product can neither under- nor overflow.
-    """
-    n = x.shape[0]
-    w = scratch[1][:n]
-    torch.mul(x, -scale.unsqueeze(1), out=w)  # w = -p_j over the buffer
-    if active is not None:
-        w.mul_(active)
-    if top is not None:
-        bonus = w.add_(1.0).prod(1).log() + top.held.bonus
-    else:
-        if active is None:
-            w.clamp_(min=-s.log_end)  # w = -t_j
-            excess = target.log_q.exp() + w.sum(1)  # sum_j (p_j - t_j) over the non-target classes
-        else:
-            excess = -w.sum(1)
-            w.clamp_(min=-s.log_end)
-            excess = excess + w.sum(1)
-        bonus = w.add_(1.0).prod(1).log() - excess / (1.0 - s.log_end)
-    v = scratch[2][:n]
-    if active is None:
-        torch.div(x, w, out=v)  # v = e_j / (1 - t_j), 0 at held classes
-    else:
-        v.mul_(x).div_(w)  # v held the active mask
-    return bonus, v
-
-
-def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top: _Top | None, buffer):
-    """grad_k = A p_k - eps/V - (e rho/V) r_k - T [k == y] (docs/losses.md derives A and T).
-
-    With bonus smoothing, `buffer` gives r_j of the buffer classes. The last pass writes into `grad` in its
-    own dtype (bf16/fp16 logits: arithmetic in float32, one conversion).
-    """
-    n, vocab = x.shape
-    eps, rho = s.eps, s.rho
-    k = s.bonus_eps / vocab if buffer is not None else 0.0
-    rho_y = rho * (1.0 - s.bonus_eps) if buffer is not None else rho  # the weight of the target's own bonus
-    scale = log_scale.exp()
-    ry_scale = target.log_ratio_scale.exp()  # r_y p_j / e_j
-    coef = scale + rho_y * ry_scale  # A p_j / e_j
-    p_y = target.log_p.exp()
-    grad_y = -(1.0 - eps) * target.log_q.exp() - rho_y * target.ratio_q + eps * p_y - eps / vocab
-    v = None
-    if buffer is not None:
-        v = buffer.v
-        # R = sum_j r_j = rest + r_y (+ r_top): every product of R with a probability is bounded
-        rest = (x if v is None else v).sum(1) * buffer.v_scale
-        coef = coef + k * rho * (rest * scale + ry_scale)
-        grad_y = grad_y + k * rho * (rest * p_y - target.ratio_q)
-        if top is not None:
-            coef = coef + k * rho * top.held.log_ratio_scale.exp()
-            grad_y = grad_y + k * rho * top.ratio_p_y
-        if v is None:
-            coef = coef - k * rho * buffer.v_scale
-    if v is None and eps == 0:
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=grad)
-    else:
-        # grad_j = e_j coef - (e rho / V) r_j - eps / V for every buffer class j.
-        acc = grad if grad.dtype == x.dtype else scratch[1][:n]
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=acc)
-        if v is not None:
-            acc.addcmul_(v, _masked(-k * rho * buffer.v_scale, valid).unsqueeze(1))
-        if eps > 0:
-            acc.sub_(_masked(torch.full_like(scale, eps / vocab), valid).unsqueeze(1))
-        if acc is not grad:
-            grad.copy_(acc)  # (a mixed-dtype op with out=grad would take a slow, unvectorised path)
-    if top is not None:
-        # A p_top - eps/V - (e rho / V) r_top, with r_top (p_top - 1) = -r_top q_top kept exact.
-        p_top = top.held.log_p.exp()
-        grad_top = (
-            p_top
-            + rho_y * top.ratio_y_p_top
-            + k * rho * (rest * p_top + top.ratio_y_p_top - top.held.ratio_q)
-            - eps / vocab
-        )
-        grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
-    grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
-
-
-def _run_on_workers(workers, starts, run_chunk, new_scratch) -> None:
-    """run_chunk(start, scratch) for every start on the worker threads, each with its own scratch buffers."""
-    pool, size = workers
-    free = queue.SimpleQueue()
-    for _ in range(min(size, len(starts))):
-        free.put(new_scratch())
-
-    def task(start: int) -> None:
-        scratch = free.get()
-        try:
-            with torch.no_grad():  # grad mode is per thread
-                run_chunk(start, scratch)
-        finally:
-            free.put(scratch)
-
-    for future in [pool.submit(task, start) for start in starts]:
-        future.result()
-
-
-class _FusedEncouragingLoss(torch.autograd.Function):
-    """Per-row EL/CEL loss (plus detached NLL and bonus) with the gradient computed in the forward pass."""
-
-    @staticmethod
-    def forward(ctx, logits, target, valid, settings, need_grad):
-        n, vocab = logits.shape
-        device, dtype = logits.device, compute_dtype(logits.dtype)
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
-        safe_target = torch.where(valid, target, 0)
-        outputs = [torch.empty(n, dtype=dtype, device=device) for _ in range(3)]
-        num_scratch = 3 if settings.eps > 0 or settings.smooth_bonus else 1
-        workers = None
-        if device.type == "cpu" and not torch.compiler.is_compiling():
-            workers = row_workers()
-        rows = chunk_rows(n, vocab, device, CPU_CHUNK_ELEMENTS // (workers[1] if workers else 1))
-        starts = range(0, n, rows)
-
-        def run_chunk(start: int, scratch: list[torch.Tensor]) -> None:
-            sl = slice(start, start + rows)
-            chunk = _forward_chunk(
-                logits[sl], safe_target[sl], valid[sl], settings, scratch, None if grad is None else grad[sl]
-            )
-            for out, value in zip(outputs, chunk, strict=True):
-                out[sl] = value
-
-        def new_scratch() -> list[torch.Tensor]:
-            return [torch.empty(rows, vocab, dtype=dtype, device=device) for _ in range(num_scratch)]
-
-        if workers is None or len(starts) < 2:
-            scratch = new_scratch()
-            for start in starts:
-                run_chunk(start, scratch)
-        else:
-            _run_on_workers(workers, starts, run_chunk, new_scratch)
-        ctx.saved_gradient = grad
-        ctx.mark_non_differentiable(outputs[1], outputs[2])
-        return tuple(outputs)
-
-    @staticmethod
-    @no_double_backward
-    def backward(ctx, grad_loss, _grad_nll, _grad_bonus):
-        grad = take_saved_gradient(ctx)
-        grad.mul_(grad_loss.unsqueeze(1).to(grad.dtype))
-        return grad, None, None, None, None
 
 
 def _check_settings(
@@ -557,9 +137,9 @@ def encouraging_loss(
         valid & ((flat_target < 0) | (flat_target >= vocab)),
         f"class indices in [0, {vocab}) or ignore_index={ignore_index}",
     )
-    settings = _settings(**bonus_settings)
+    settings = row_settings(**bonus_settings)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, nll, bonus = _FusedEncouragingLoss.apply(flat_logits, flat_target, valid, settings, need_grad)
+    loss, nll, bonus = FusedEncouragingLoss.apply(flat_logits, flat_target, valid, settings, need_grad)
     num_tokens = valid.sum()
     loss = reduce(loss.view(target.shape), reduction, num_tokens)
     if return_stats:
@@ -567,62 +147,13 @@ def encouraging_loss(
     return loss
 
 
-class EncouragingSettings(nn.Module):
-    """The settings of the encouraging losses as public attributes, checked here and at every call (a
-    schedule may change ``bonus_weight`` between calls)."""
+class EncouragingSettings(LossModule, functional=encouraging_loss):
+    """The settings of the encouraging losses (the keyword arguments of :func:`encouraging_loss`) as public
+    attributes, checked here and at every call (a schedule may change ``bonus_weight`` between calls)."""
 
-    NAMES = (
-        "log_end",
-        "label_smoothing",
-        "bonus_weight",
-        "bonus",
-        "bonus_power",
-        "bonus_start",
-        "bonus_smoothing",
-        "ignore_index",
-        "reduction",
-    )
-
-    def __init__(
-        self,
-        *,
-        log_end: float = 1.0,
-        label_smoothing: float = 0.0,
-        bonus_weight: float = 1.0,
-        bonus: str = "log",
-        bonus_power: float = 1.0,
-        bonus_start: float = 0.0,
-        bonus_smoothing: float | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__()
-        _check_settings(
-            log_end,
-            label_smoothing,
-            bonus_weight,
-            reduction,
-            bonus,
-            bonus_power,
-            bonus_start,
-            bonus_smoothing,
-        )
-        self.log_end = log_end
-        self.label_smoothing = label_smoothing
-        self.bonus_weight = bonus_weight
-        self.bonus = bonus
-        self.bonus_power = bonus_power
-        self.bonus_start = bonus_start
-        self.bonus_smoothing = bonus_smoothing
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-
-    def settings(self) -> dict:
-        """The keyword arguments of the functional form."""
-        return {name: getattr(self, name) for name in self.NAMES}
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.settings().items())
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        _check_settings(**{k: v for k, v in settings.items() if k != "ignore_index"})
+        return settings
 
 
 class EncouragingLoss(EncouragingSettings):

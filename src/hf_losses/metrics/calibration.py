@@ -1,6 +1,6 @@
 """Calibration counts and the expected calibration error (ECE), summable across batches and processes.
 
-Definitions (SPEC section 6):
+Definitions (in words: docs/trainers.md, "Calibration metrics"):
 
 - Bins: ``num_bins`` equal-width bins of confidence on [0, 1]; confidence c falls in bin
   ``min(floor(c * num_bins), num_bins - 1)``, computed in float64 (so bin b is [b/B, (b+1)/B) and 1.0 is

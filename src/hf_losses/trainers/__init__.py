@@ -1,6 +1,14 @@
-"""Trainer + config pairs: EL/CEL for seq2seq models, APL for multi-label classifiers."""
+"""Trainer + config pairs: EL/CEL for seq2seq models, APL for multi-label classifiers; ``trainer_loss_func``
+for the stock trainers."""
 
+from .loss_func import trainer_loss_func
 from .multilabel import MultiLabelConfig, MultiLabelTrainer
 from .seq2seq import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
 
-__all__ = ["EncouragingSeq2SeqConfig", "EncouragingSeq2SeqTrainer", "MultiLabelConfig", "MultiLabelTrainer"]
+__all__ = [
+    "EncouragingSeq2SeqConfig",
+    "EncouragingSeq2SeqTrainer",
+    "MultiLabelConfig",
+    "MultiLabelTrainer",
+    "trainer_loss_func",
+]

@@ -114,6 +114,10 @@ class LossConfigMixin:
     def preset(self) -> LossPreset:
         return self.PRESETS[self.loss]
 
+    # Three views of the loss, from the inside out: resolved_knobs() (the knob values: preset, then what the
+    # user set), loss_kwargs() (the loss Module's keyword arguments: the knobs plus what the config holds under
+    # other names, e.g. label_smoothing_factor) and loss_settings() (the loss name and what the run records in
+    # model cards and compares on resume; pickled checkpoints call it, so the name stays).
     def resolved_knobs(self) -> dict[str, Any]:
         """The knob values the loss uses: the preset's, then every knob the user set."""
         preset = self.preset
@@ -156,6 +160,17 @@ class LossConfigMixin:
         memo[id(self)] = clone
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return clone
+
+
+def label_names_refusal(label_names: list[str] | None, hint: str) -> str | None:
+    """Why TrainingArguments' ``label_names`` (the input keys that hold the labels) cannot be used, or None when
+    it is unset or ``["labels"]``: the trainers read the labels from 'labels' only. `hint`: what to do instead."""
+    if label_names in (None, ["labels"]):
+        return None
+    return (
+        "is TrainingArguments' list of input keys that hold the labels, and the trainers read them from "
+        f"'labels' only: leave it unset ({hint})"
+    )
 
 
 def pinned_knobs(config_class: type[LossConfigMixin], loss: str, settings: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""What both trainers share: exact loss normalisation, statistics, the model card, crash-safe checkpoints.
+"""What both trainers share: exact loss normalisation, statistics, the non-finite guard, the card hooks.
 
 Normalisation: ``compute_loss`` returns ``sum of item losses / N * P`` where N is the number of loss items
 (non-ignored target tokens, or label entries) in the whole optimiser step, over all gradient-accumulation
@@ -11,16 +11,23 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ..cards import DatasetInfo, render_model_card, write_model_card
+from ..cards import (
+    DatasetInfo,
+    split_for_card,
+    trainer_model_card,
+    training_hyperparameters,
+    write_model_card,
+)
 from .averaging import check_averaging, checkpoint_step, last_checkpoints, load_mean_into, mean_weights
+from .base_config import label_names_refusal
 from .checkpoints import last_complete_checkpoint
+from .evaluation_rows import real_examples
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +39,30 @@ class NonFiniteLossError(RuntimeError):
 class LossTrainerMixin:
     """Mixin for a transformers ``Trainer`` subclass that computes its own summed loss.
 
-    Subclasses set the card facts below and implement ``loss_terms(outputs, labels) -> (loss_sum, num_items,
-    stats)`` where ``stats`` maps names to detached sums over the items (logged as per-item means), and
-    ``count_items(labels)``.
+    It counts the loss items of each optimiser step over all processes (``get_batch_samples``), divides the
+    summed loss by that count (``compute_loss``), stops at a non-finite loss (``training_step``), logs the
+    per-item means of the statistics (``log``, ``evaluation_loop``) and writes the model card on every save.
+
+    A subclass sets ``config_class``, ``card_task`` ("translation" or "classification", the card template)
+    and ``nonfinite_hint``, and implements or overrides these hooks:
+
+    - ``loss_terms(outputs, labels) -> (loss_sum, num_items, stats)`` (required): ``stats`` maps names to
+      detached sums over the items, logged as per-item means;
+    - ``count_items(labels)`` (required): the loss items of a batch;
+    - ``model_inputs(model, inputs, labels)``: the forward arguments; ``run_model(model, inputs, labels)``:
+      the outputs ``loss_terms`` reads (e.g. without the LM head);
+    - ``record_evaluation(outputs, labels)`` and ``evaluation_metrics()``: task statistics accumulated over an
+      evaluation of real examples (see trainers/evaluation_rows.py), reported with its metrics;
+    - ``card_extra()``, ``card_hyperparameters()``, ``card_metrics()``: what the model card says beyond the
+      common facts (assembled by ``hf_losses.cards.trainer_model_card``).
     """
 
     # The loss is already divided by the step's global item count: Trainer must not divide it again.
     loss_is_scaled_for_ga = True
     config_class: ClassVar[type]
-    _name: ClassVar[str]  # what the trainer trains, for messages
-    _template_file: ClassVar[str]  # card template ("translation" or "classification")
-    _tag_names: ClassVar[list[str]] = ["hf_losses"]
-    _nonfinite_hint: ClassVar[str] = "lower the learning rate or check the data"
+    card_task: ClassVar[str]  # the card template: "translation" or "classification"
+    card_tags: ClassVar[list[str]] = ["hf_losses"]
+    nonfinite_hint: ClassVar[str] = "lower the learning rate or check the data"
 
     def __init__(self, *args, dataset_info: DatasetInfo | None = None, **kwargs):
         """``dataset_info``: what the model card says about the data (default: the training set's own ``info``)."""
@@ -56,12 +75,12 @@ class LossTrainerMixin:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, self.config_class):
             raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
-        if self.args.label_names not in (None, ["labels"]):
-            raise ValueError(
-                f"label_names={self.args.label_names} is TrainingArguments' list of input keys that hold the "
-                "labels, and this trainer reads them from 'labels' only: leave label_names unset "
-                "(class names go into the model config's id2label, or --class_names in the scripts)"
-            )
+        refusal = label_names_refusal(
+            self.args.label_names,
+            "class names go into the model config's id2label, or --class_names in the scripts",
+        )
+        if refusal:
+            raise ValueError(f"label_names={self.args.label_names} {refusal}")
         if self.args.dataloader_pin_memory and self.args.device.type == "cpu":
             self.args.dataloader_pin_memory = False  # pinning needs an accelerator: on the CPU it only warns
         self.loss_fn = self.args.build_loss(reduction="sum")
@@ -96,49 +115,22 @@ class LossTrainerMixin:
 
     def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
         """(split, metrics) for the card: the test split if evaluated, else validation, else any other."""
-        if not self.split_metrics:
-            return None, {}
-        prefix = next(
-            (p for p in ("test", "eval") if p in self.split_metrics), next(iter(self.split_metrics))
-        )
-        split = {"test": "test", "eval": "validation"}.get(prefix, prefix.removeprefix("eval_"))
-        metrics = {k.removeprefix(f"{prefix}_"): v for k, v in self.split_metrics[prefix].items()}
-        return split, metrics
+        return split_for_card(self.split_metrics)
 
     def model_card(self):
         """The ``huggingface_hub.ModelCard`` for the current state of training."""
-        overrides = self._card_overrides
         split, metrics = self.card_metrics()
-        dataset = DatasetInfo(**{**vars(self.dataset_info), "split": split or self.dataset_info.split})
-        if overrides.get("dataset_tags") or overrides.get("dataset"):
-            dataset.id = _first(overrides.get("dataset_tags")) or _first(overrides.get("dataset"))
-            dataset.name = _first(overrides.get("dataset")) or dataset.name
-            dataset.config = _first(overrides.get("dataset_args")) or dataset.config
-        model = self.accelerator.unwrap_model(self.model)
-        tags = [
-            *self._tag_names,
-            *(getattr(model, "model_tags", None) or []),
-            *_as_list(overrides.get("tags")),
-            *_as_list(overrides.get("tasks")),
-        ]
-        extra = {**self.card_extra(), "tags": list(dict.fromkeys(tags))}
-        for key in ("language", "license"):
-            if overrides.get(key):
-                extra[key] = overrides[key]
-        name = overrides.get("model_name") or (self.args.hub_model_id or "").split("/")[-1]
-        return render_model_card(
-            self._template_file,
-            model_name=name or Path(self.args.output_dir).name,
-            base_model=overrides.get("finetuned_from")
-            or getattr(model.config, "_name_or_path", None)
-            or None,
-            dataset=dataset,
-            loss=self.args.loss_settings(),
-            loss_label=self.args.preset.label,
-            is_method=not self.args.preset.baseline,
-            hyperparameters=self.card_hyperparameters(),
+        return trainer_model_card(
+            self.card_task,
+            args=self.args,
+            model=self.accelerator.unwrap_model(self.model),
+            dataset_info=self.dataset_info,
+            split=split,
             metrics=metrics,
-            extra=extra,
+            hyperparameters=self.card_hyperparameters(),
+            extra=self.card_extra(),
+            tags=self.card_tags,
+            stock_arguments=self._card_overrides,
         )
 
     def create_model_card(
@@ -261,7 +253,7 @@ class LossTrainerMixin:
         if bad.item() > 0:
             raise NonFiniteLossError(
                 f"non-finite training loss at step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}); "
-                f"stopped before the optimizer update, so no checkpoint holds it: {self._nonfinite_hint}"
+                f"stopped before the optimizer update, so no checkpoint holds it: {self.nonfinite_hint}"
             )
         return loss
 
@@ -284,7 +276,7 @@ class LossTrainerMixin:
         else:
             # In evaluation count only real examples, as the stock metrics do (predictions keep every row).
             kept_outputs, kept_labels = (
-                (outputs, labels) if model.training else self._real_examples(outputs, labels)
+                (outputs, labels) if model.training else real_examples(self.accelerator, outputs, labels)
             )
             loss_sum, num_items, stats = self.loss_terms(kept_outputs, kept_labels)
             if not model.training:
@@ -296,30 +288,6 @@ class LossTrainerMixin:
     def run_model(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor):
         """The model's outputs that ``loss_terms`` turns into the loss (`inputs` without the labels)."""
         return model(**self.model_inputs(model, inputs, labels))
-
-    def _real_examples(self, outputs, labels: torch.Tensor):
-        """The outputs and labels of the rows of an evaluation batch that are real examples (collective).
-
-        With several processes accelerate repeats examples to even out the last evaluation batch;
-        ``gather_for_metrics`` drops the repeats from predictions, and this drops them from the loss sums
-        in exactly the same way, so evaluation means do not depend on the number of processes.
-        """
-        keep = self._real_rows(labels.shape[0], labels.device)
-        if keep is None or bool(keep.all()):
-            return outputs, labels
-        return {name: value[keep] for name, value in outputs.items() if torch.is_tensor(value)}, labels[keep]
-
-    def _real_rows(self, num_rows: int, device: torch.device) -> torch.Tensor | None:
-        """Mask of this process's batch rows that ``gather_for_metrics`` keeps; None on a single process."""
-        if self.accelerator.num_processes == 1:
-            return None
-        rank = self.accelerator.process_index
-        rows = torch.stack([torch.full((num_rows,), rank), torch.arange(num_rows)], dim=1).to(device)
-        rows = self.accelerator.pad_across_processes(rows, dim=0, pad_index=-1)
-        kept = self.accelerator.gather_for_metrics(rows)
-        keep = torch.zeros(num_rows, dtype=torch.bool, device=device)
-        keep[kept[kept[:, 0] == rank, 1]] = True
-        return keep
 
     def record_evaluation(self, outputs, labels: torch.Tensor) -> None:
         """Accumulate task statistics of one evaluation batch of real examples (see ``evaluation_metrics``)."""
@@ -397,37 +365,3 @@ class _CheckAveragingOnTrainBegin(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         check_averaging(args, state.max_steps)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _first(value: Any) -> Any:
-    values = _as_list(value)
-    return values[0] if values else None
-
-
-def training_hyperparameters(args) -> dict:
-    """The training hyperparameters worth a line in a model card."""
-    keys = (
-        "learning_rate",
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "num_train_epochs",
-        "max_steps",
-        "lr_scheduler_type",
-        "warmup_steps",
-        "weight_decay",
-        "seed",
-        "optim",
-        "bf16",
-        "fp16",
-    )
-    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
-    values["total_train_batch_size"] = (
-        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    )
-    return values

@@ -17,6 +17,8 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
+from .outputs import logits_of
+
 # model_type -> (attribute path of the output projection, name of the logits bias buffer or None)
 _HEADS: dict[str, tuple[str, str | None]] = {
     "bart": ("lm_head", "final_logits_bias"),
@@ -111,6 +113,6 @@ def run_without_lm_head(model: nn.Module, **inputs) -> LMHeadInputs:
         raise ValueError("run_without_lm_head takes no labels: pass decoder_input_ids built from them")
     with lm_head_skipped(model):
         outputs = model(**inputs)
-    hidden_states = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    hidden_states = logits_of(outputs)
     weight, bias = lm_head_parameters(model)
     return LMHeadInputs(hidden_states, weight, bias)

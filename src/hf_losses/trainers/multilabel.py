@@ -9,13 +9,17 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..losses import AsymmetricPolynomialLoss
+from ..losses import AsymmetricPolynomialLoss, asymmetric_polynomial_loss
+from ..losses.base import keyword_defaults
 from ..metrics import MultiLabelMetrics, sigmoid, tune_class_thresholds, tune_threshold
 from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
+from .outputs import logits_of
 
 _NO_POLY = {"alpha1": 0.0, "alpha2": 0.0, "beta1": 0.0}
+# the authors' released settings: the defaults of the loss itself
+APL_DEFAULTS = {k: v for k, v in keyword_defaults(asymmetric_polynomial_loss).items() if k != "reduction"}
 
 
 @dataclass
@@ -74,15 +78,7 @@ class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingAr
         "apl": LossPreset(
             "asymmetric polynomial loss (APL)",
             baseline=False,
-            defaults={
-                "gamma_pos": 0.0,
-                "gamma_neg": 4.0,
-                "clip": 0.05,
-                "alpha1": -1.0,
-                "alpha2": 1.25,
-                "beta1": 0.0,
-                "detach_focusing_weight": True,
-            },
+            defaults=APL_DEFAULTS,
         ),
     }
     KNOBS = ("gamma_pos", "gamma_neg", "clip", "alpha1", "alpha2", "beta1", "detach_focusing_weight")
@@ -186,17 +182,18 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
 
     args: MultiLabelConfig
     config_class = MultiLabelConfig
-    _name = "MultiLabelTrainer"
-    _template_file = "classification"
-    _nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
+    card_task = "classification"
+    nonfinite_hint = "lower the learning rate, or check the data and the loss knobs"
 
-    def __init__(self, *args, threshold_dataset=None, threshold_split: str = "held-out data", **kwargs):
+    def __init__(
+        self, *args, threshold_dataset=None, threshold_dataset_split: str = "held-out data", **kwargs
+    ):
         """``threshold_dataset``: where ``tune_threshold=True`` tunes (default: the eval set), named in the card
-        as ``threshold_split``; pass data held out from training to keep the evaluation honest."""
+        as ``threshold_dataset_split``; pass data held out from training to keep the evaluation honest."""
         super().__init__(*args, **kwargs)
         if self.compute_metrics is None:
             self.compute_metrics = MultiLabelMetrics(threshold=self.args.threshold)
-        self.threshold_dataset, self.threshold_dataset_split = threshold_dataset, threshold_split
+        self.threshold_dataset, self.threshold_dataset_split = threshold_dataset, threshold_dataset_split
         one_eval_set = self.eval_dataset is not None and not isinstance(self.eval_dataset, dict)
         if self.args.tune_threshold and threshold_dataset is None and not one_eval_set:
             raise ValueError(
@@ -210,7 +207,7 @@ class MultiLabelTrainer(LossTrainerMixin, Trainer):
         return torch.tensor(labels.numel(), device=labels.device)
 
     def loss_terms(self, outputs, labels):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits_of(outputs)
         return self.loss_fn(logits, labels.to(logits.dtype)), self.count_items(labels), {}
 
     def train(self, *args, **kwargs):

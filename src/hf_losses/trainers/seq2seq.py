@@ -12,12 +12,13 @@ from torch import nn
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from ..losses import EncouragingLoss, LinearEncouragingLoss
-from ..losses._common import check_range
+from ..losses.base import check_range
 from ..metrics.calibration import TokenCalibration, token_calibration_counts
 from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
 from .lm_head import LMHeadInputs, lm_head_parameters, run_without_lm_head
+from .outputs import logits_of
 
 
 @dataclass
@@ -219,9 +220,8 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
 
     args: EncouragingSeq2SeqConfig
     config_class = EncouragingSeq2SeqConfig
-    _name = "EncouragingSeq2SeqTrainer"
-    _template_file = "translation"
-    _nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
+    card_task = "translation"
+    nonfinite_hint = "lower the learning rate, use --loss cel with --log_end < 1, or check the data"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -301,12 +301,12 @@ class EncouragingSeq2SeqTrainer(LossTrainerMixin, Seq2SeqTrainer):
             hidden, weight, bias = outputs
             out = self.linear_loss_fn(hidden, weight, labels, bias=bias, return_stats=True)
         else:
-            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            logits = logits_of(outputs)
             out = self.loss_fn(logits, labels, return_stats=True)
         return out.loss, out.num_tokens, {"nll_loss": out.nll, "bonus": out.bonus}
 
     def record_evaluation(self, outputs, labels):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits_of(outputs)
         counts = token_calibration_counts(logits, labels)
         self._calibration = (
             counts if getattr(self, "_calibration", None) is None else self._calibration.merge(counts)

@@ -1,0 +1,187 @@
+"""Paired significance tests between a baseline and a variant.
+
+- Translation: sacreBLEU's own paired bootstrap resampling (``sacrebleu.significance.PairedTest``,
+  ``test_type="bs"``) for BLEU and chrF over test sentences.
+- Classification: the same paired bootstrap over test examples, written here for multi-label metrics:
+  resample the N examples with replacement B times (the same resample for both systems), recompute the metric
+  of each system on each resample, and with d_i = |m_variant,i - m_baseline,i| and d = the observed
+  |difference|, p = (1 + #{d_i - mean(d_i) >= d}) / (B + 1): sacreBLEU's rule (from MultEval), two-sided,
+  with >= instead of > so that identical systems get p = 1 (sacreBLEU's > gives them 1/(B+1); the
+  translation wrapper returns p = 1 for identical outputs without running the test).
+  Resamples are applied as multiplicity weights, so every metric is exact for the resampled set.
+- Over seeds: a paired t-test of the per-seed values (scipy's ``ttest_rel``), which measures whether the
+  difference stands out against the spread between training seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hf_losses.metrics.calibration import NUM_BINS
+
+__all__ = [
+    "bootstrap_p_value",
+    "multilabel_paired_bootstrap",
+    "sacrebleu_paired_bootstrap",
+    "seed_t_test",
+    "weighted_multilabel_metrics",
+]
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 12345  # sacreBLEU's default SACREBLEU_SEED
+CHUNK = 50  # resamples processed at once (bounds memory: CHUNK x N weights)
+CLASSIFICATION_METRICS = ("f1_micro", "f1_macro", "map", "ece")
+
+
+def sacrebleu_paired_bootstrap(
+    baseline: Sequence[str],
+    system: Sequence[str],
+    references: Sequence[str],
+    n_samples: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, float]:
+    """p-values of sacreBLEU's paired bootstrap test of `system` against `baseline` for ``bleu`` and ``chrf``."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    if not len(baseline) == len(system) == len(references) > 0:
+        raise ValueError(
+            f"paired test needs as many baseline ({len(baseline)}) and system ({len(system)}) sentences "
+            f"as references ({len(references)}), at least one"
+        )
+    ours = {"bleu": BLEU(), "chrf": CHRF()}
+    if [s.strip() for s in baseline] == [s.strip() for s in system]:
+        return dict.fromkeys(ours, 1.0)
+    quiet = logging.getLogger("sacrebleu")
+    level, quiet.level = quiet.level, logging.WARNING
+    try:
+        test = PairedTest(
+            [("baseline", [s.strip() for s in baseline]), ("system", [s.strip() for s in system])],
+            ours,
+            references=[[r.strip() for r in references]],
+            test_type="bs",
+            n_samples=n_samples,
+        )
+        _, scores = test()
+    finally:
+        quiet.setLevel(level)
+    names = [k for k in scores if k != "System"]  # sacreBLEU's metric names, in the order given
+    return {key: float(scores[name][1].p_value) for key, name in zip(ours, names, strict=True)}
+
+
+def seed_t_test(baseline: Sequence[float], system: Sequence[float]) -> float | None:
+    """Two-sided paired t-test over seeds (same seed paired); None with fewer than 2 pairs or no spread."""
+    if len(baseline) != len(system) or len(baseline) < 2:
+        return None
+    from scipy.stats import ttest_rel
+
+    diffs = np.asarray(system, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    if np.all(diffs == diffs[0]):  # no spread: the t statistic is undefined
+        return None
+    p = float(ttest_rel(system, baseline).pvalue)
+    return None if math.isnan(p) else p
+
+
+def bootstrap_p_value(observed: float, baseline_samples: np.ndarray, system_samples: np.ndarray) -> float:
+    """(1 + #{d_i - mean(d) >= |observed|}) / (B + 1) with d_i = |system_i - baseline_i|."""
+    d = np.abs(np.asarray(system_samples) - np.asarray(baseline_samples))
+    keep = ~np.isnan(d)
+    d = d[keep]
+    return float((1 + np.sum(d - d.mean() >= abs(observed) - 1e-12)) / (d.size + 1))
+
+
+def _ece(prob: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Classwise ECE per row of weights: (1 / (sum w * L)) sum_b |sum_w p_b - sum_w t_b|."""
+    bins = np.minimum(np.floor(prob * NUM_BINS).astype(np.int64), NUM_BINS - 1)
+    n, num_labels = prob.shape
+    rows = np.repeat(np.arange(n), num_labels)
+    gap = np.zeros((n, NUM_BINS))
+    np.add.at(gap, (rows, bins.ravel()), (prob - targets).ravel())  # per example and bin: sum p - sum t
+    return np.abs(weights @ gap).sum(axis=1) / (weights.sum(axis=1) * num_labels)
+
+
+def _average_precision(prob: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean over labels with a (weighted) positive of average precision, per row of weights; ties as sklearn."""
+    per_label = []
+    for j in range(prob.shape[1]):
+        if not targets[:, j].any():
+            continue
+        order = np.argsort(-prob[:, j], kind="stable")
+        scores, positive = prob[order, j], targets[order, j].astype(np.float64)
+        w = weights[:, order]
+        true_pos, seen = np.cumsum(w * positive, axis=1), np.cumsum(w, axis=1)
+        # precision is read at the last example of each group of tied scores (sklearn's thresholds)
+        group_end = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
+        end_of = np.repeat(group_end, np.diff(np.r_[-1, group_end]))
+        precision = np.divide(
+            true_pos[:, end_of], seen[:, end_of], out=np.zeros_like(seen), where=seen[:, end_of] > 0
+        )
+        total = true_pos[:, -1]
+        ap = np.divide(
+            (w * positive * precision).sum(axis=1), total, out=np.full_like(total, np.nan), where=total > 0
+        )
+        per_label.append(ap)
+    if not per_label:
+        return np.full(weights.shape[0], np.nan)
+    stacked = np.stack(per_label, axis=1)
+    counted = (~np.isnan(stacked)).sum(axis=1)
+    sums = np.nansum(stacked, axis=1)
+    return np.divide(sums, counted, out=np.full_like(sums, np.nan), where=counted > 0)
+
+
+def weighted_multilabel_metrics(
+    prob: np.ndarray, pred: np.ndarray, targets: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """f1_micro, f1_macro (zero_division 0), map, ece of the examples counted with `weights` [B, N]: each [B]."""
+    t = targets.astype(bool)
+    p = pred.astype(bool)
+    tp, fp, fn = (weights @ m.astype(np.float64) for m in (p & t, p & ~t, ~p & t))  # [B, L]
+
+    def f1(a, b, c):
+        denom = 2 * a + b + c
+        return np.divide(2 * a, denom, out=np.zeros_like(denom), where=denom > 0)
+
+    return {
+        "f1_micro": f1(tp.sum(1), fp.sum(1), fn.sum(1)),
+        "f1_macro": f1(tp, fp, fn).mean(axis=1),
+        "map": _average_precision(prob, t, weights),
+        "ece": _ece(prob, t.astype(np.float64), weights),
+    }
+
+
+def multilabel_paired_bootstrap(
+    baseline: tuple[np.ndarray, np.ndarray],
+    system: tuple[np.ndarray, np.ndarray],
+    targets: np.ndarray,
+    n_samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, float]:
+    """p-value per metric of ``CLASSIFICATION_METRICS``; each system is (probabilities [N, L], 0/1 predictions)."""
+    n = targets.shape[0]
+    for name, (prob, pred) in (("baseline", baseline), ("system", system)):
+        if prob.shape != targets.shape or pred.shape != targets.shape:
+            raise ValueError(
+                f"{name} scores {prob.shape} / predictions {pred.shape} do not match targets {targets.shape}"
+            )
+    unit = np.ones((1, n))
+    observed = {
+        k: float(weighted_multilabel_metrics(*system, targets, unit)[k][0])
+        - float(weighted_multilabel_metrics(*baseline, targets, unit)[k][0])
+        for k in CLASSIFICATION_METRICS
+    }
+    rng = np.random.default_rng(seed)
+    samples = {k: ([], []) for k in CLASSIFICATION_METRICS}
+    for start in range(0, n_samples, CHUNK):
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=min(CHUNK, n_samples - start)).astype(
+            np.float64
+        )
+        for which, (prob, pred) in enumerate((baseline, system)):
+            for k, values in weighted_multilabel_metrics(prob, pred, targets, weights).items():
+                samples[k][which].append(values)
+    return {
+        k: bootstrap_p_value(observed[k], np.concatenate(samples[k][0]), np.concatenate(samples[k][1]))
+        for k in CLASSIFICATION_METRICS
+    }
