@@ -10,12 +10,21 @@ from .losses import (
     linear_encouraging_loss,
 )
 from .trainer_loss import trainer_loss_func
-from .trainers import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
+from .trainers import (
+    EncouragingCausalLMConfig,
+    EncouragingCausalLMTrainer,
+    EncouragingSeq2SeqConfig,
+    EncouragingSeq2SeqTrainer,
+    MultiLabelConfig,
+    MultiLabelTrainer,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsymmetricPolynomialLoss",
+    "EncouragingCausalLMConfig",
+    "EncouragingCausalLMTrainer",
     "EncouragingLoss",
     "EncouragingLossOutput",
     "EncouragingSeq2SeqConfig",

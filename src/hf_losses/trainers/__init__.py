@@ -1,6 +1,14 @@
-"""Trainer + config pairs: EL/CEL for seq2seq models, APL for multi-label classifiers."""
+"""Trainer + config pairs: EL/CEL for seq2seq and decoder-only models, APL for multi-label classifiers."""
 
+from .causal_lm import EncouragingCausalLMConfig, EncouragingCausalLMTrainer
 from .multilabel import MultiLabelConfig, MultiLabelTrainer
 from .seq2seq import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
 
-__all__ = ["EncouragingSeq2SeqConfig", "EncouragingSeq2SeqTrainer", "MultiLabelConfig", "MultiLabelTrainer"]
+__all__ = [
+    "EncouragingCausalLMConfig",
+    "EncouragingCausalLMTrainer",
+    "EncouragingSeq2SeqConfig",
+    "EncouragingSeq2SeqTrainer",
+    "MultiLabelConfig",
+    "MultiLabelTrainer",
+]
