@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""One training step of a decoder-only LM with a Llama-3- or Gemma-sized output head, with and without the fused head.
+
+    python scripts/benchmark_causal_head.py --output-dir benchmarks              # make bench-causal-head
+    python scripts/benchmark_causal_head.py --tokens 1024 --output-dir benchmarks  # less memory and time
+    python scripts/benchmark_causal_head.py --quick --output-dir /tmp/b          # tiny shapes, a smoke test
+
+The model is a Llama with hidden size 4096 and one small decoder layer (32 query and 8 key-value heads, MLP
+1024), with the vocabulary of Llama 3 (128,256) or of Gemma 3 (262,144) and tied embeddings, so that the
+output head, whose logits the fused path never forms, dominates as it does in fine-tuning with small batches.
+A step is ``EncouragingCausalLMTrainer.training_step`` (forward and backward; the optimizer step is the same
+for both and left out) on 4 sequences of ``--tokens / 4`` tokens, every next token scored, CEL with LE 0.5 and
+label smoothing 0.1, float32 on the CPU.
+
+Each variant runs in its own process: one warm-up step, then ``--steps`` timed steps (median reported). Memory
+is the rise of the peak resident set (VmHWM, reset through /proc/self/clear_refs) during one step after the
+warm-up, with the glibc mmap threshold pinned so that freed buffers go back to the OS (every variant runs
+under it); it includes the gradients. Results: ``causal_head.json`` and ``causal_head.md`` in ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+HEADS = {"llama3": 128_256, "gemma3": 262_144}
+FULL = dict(hidden=4096, heads=32, kv_heads=8, mlp=1024, rows=4)
+QUICK = dict(hidden=64, heads=4, kv_heads=2, mlp=128, rows=4)
+QUICK_VOCAB = {"llama3": 1_000, "gemma3": 2_000}
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure(head: str, fused: bool, shape: dict, vocab: int, tokens: int, steps: int) -> dict:
+    """Time (s, median over `steps`) and peak extra memory (MiB) of one training step, in this process."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_losses import EncouragingCausalLMConfig, EncouragingCausalLMTrainer
+
+    length = tokens // shape["rows"]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["mlp"],
+        num_hidden_layers=1,
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=length + 1,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = EncouragingCausalLMConfig(
+            output_dir=output_dir,
+            loss="cel",
+            log_end=0.5,
+            label_smoothing_factor=0.1,
+            fused_lm_head=fused,
+            use_cpu=True,
+            report_to="none",
+        )
+        trainer = EncouragingCausalLMTrainer(model=model, args=args)
+    g = torch.Generator().manual_seed(1)
+    # one more token per row: each row of `length + 1` tokens scores `length` next tokens
+    input_ids = torch.randint(4, vocab, (shape["rows"], length + 1), generator=g)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids}
+    scored = torch.tensor(shape["rows"] * length)
+    model.train()
+
+    def step() -> float:
+        start = time.perf_counter()
+        trainer.training_step(model, dict(inputs), scored)
+        return time.perf_counter() - start
+
+    first = step()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM to the current RSS
+    base = _status_kib("VmRSS")
+    times = [step()]
+    peak = (_status_kib("VmHWM") - base) / 1024
+    times += [step() for _ in range(steps - 1)]
+    return {
+        "head": head,
+        "vocab": vocab,
+        "tokens": int(scored),
+        "fused_lm_head": fused,
+        "first_step_s": first,
+        "step_s": statistics.median(times),
+        "peak_extra_mib": peak,
+    }
+
+
+def run_variant(head: str, fused: bool, args: argparse.Namespace) -> dict:
+    env = {**os.environ, MMAP_ENV: str(1 << 16)}
+    request = ["--variant", f"{head}:{'fused' if fused else 'unfused'}", "--steps", str(args.steps)]
+    request += [
+        "--tokens",
+        str(args.tokens),
+        "--threads",
+        str(args.threads),
+        *(["--quick"] if args.quick else []),
+    ]
+    child = subprocess.run(
+        [sys.executable, __file__, *request], env=env, check=True, capture_output=True, text=True
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict], shape: dict, command: str) -> str:
+    lines = [
+        f"One training step (forward + backward) of a 1-layer Llama, hidden {shape['hidden']}, tied head, "
+        f"{rows[0]['tokens']:,} scored tokens, CEL (LE 0.5, LS 0.1), float32, {rows[0].get('threads', '?')} CPU "
+        f"threads (`{command}`):",
+        "",
+        "| head | | step time | first step | peak extra memory |",
+        "|---|---|---|---|---|",
+    ]
+    for plain, fused in zip(rows[::2], rows[1::2], strict=True):
+        for name, row in (("logits + EL", plain), ("fused head", fused)):
+            lines.append(
+                f"| {row['head']} ({row['vocab']:,}) | {name} | {row['step_s']:.2f} s "
+                f"({row['step_s'] / plain['step_s']:.2f}x) | {row['first_step_s']:.2f} s "
+                f"| {row['peak_extra_mib']:,.0f} MiB ({row['peak_extra_mib'] / plain['peak_extra_mib']:.2f}x) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test)")
+    parser.add_argument("--heads", nargs="+", choices=sorted(HEADS), default=list(HEADS), help="which heads")
+    parser.add_argument("--tokens", type=int, default=4096, help="scored tokens per step (a multiple of 4)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant after one warm-up step")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tokens < 4 or args.tokens % 4:
+        parser.error(f"--tokens must be a positive multiple of 4; got {args.tokens}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1; got {args.steps}")
+    torch.set_num_threads(args.threads)
+    shape = QUICK if args.quick else FULL
+    if args.variant:
+        head, kind = args.variant.split(":")
+        vocab = (QUICK_VOCAB if args.quick else HEADS)[head]
+        row = measure(head, kind == "fused", shape, vocab, args.tokens, args.steps)
+        print(json.dumps({**row, "threads": args.threads}))
+        return
+    rows = [run_variant(head, fused, args) for head in args.heads for fused in (False, True)]
+    command = "python scripts/benchmark_causal_head.py " + " ".join(sys.argv[1:])
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "causal_head.json").write_text(
+        json.dumps({"shape": shape, "rows": rows}, indent=2) + "\n"
+    )
+    (args.output_dir / "causal_head.md").write_text(table(rows, shape, command.strip()))
+    print(table(rows, shape, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
