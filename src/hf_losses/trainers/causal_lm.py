@@ -28,19 +28,19 @@ class EncouragingCausalLMTrainer(EncouragingTrainerMixin, Trainer):
     token count (over accumulation steps and processes).
 
     Position t is scored against ``labels[t + 1]``, as transformers' own causal-LM loss does; labels of -100
-    (the prompt, padding) are not scored. With ``fused_lm_head`` the model runs without its output projection
+    (the prompt, padding) are not scored (docs/decoder-only.md). With ``fused_lm_head`` the model runs without its output projection
     in training and the loss applies it in chunks: the ``[tokens, V]`` logits are never formed. Logs
     ``nll_loss``, ``bonus`` and ``bonus_weight`` beside ``loss``; evaluation adds ``ece`` and ``mean_p_y``.
 
     Example::
 
+        from transformers import DataCollatorForSeq2Seq
         from hf_losses import EncouragingCausalLMConfig, EncouragingCausalLMTrainer
-        from transformers import DataCollatorForLanguageModeling
 
-        args = EncouragingCausalLMConfig(output_dir="out", loss="cel", fused_lm_head=True)
+        args = EncouragingCausalLMConfig(output_dir="out", loss="cel", fused_lm_head=True, max_steps=2)
         trainer = EncouragingCausalLMTrainer(
             model=model, args=args, train_dataset=train,  # input_ids, and labels with -100 on the prompt
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            data_collator=DataCollatorForSeq2Seq(tokenizer),  # pads the labels with -100
         )
         trainer.train()
     """
