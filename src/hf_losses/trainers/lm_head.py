@@ -107,8 +107,27 @@ def lm_head_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | N
     return head.weight, bias
 
 
-def _identity(hidden_states: torch.Tensor) -> torch.Tensor:
-    return hidden_states
+class _PassThrough(torch.autograd.Function):
+    """The hidden states, unchanged, in a graph node that also takes the head's parameters (no gradient here).
+
+    A DDP wrapper looking for unused parameters when the forward ends (transformers' default for its models)
+    would otherwise find the head unused, mark it ready, and fail when the loss, applied after the forward,
+    sends it a gradient. Reachable from the output, the head waits for that gradient as usual.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden_states, *parameters):
+        ctx.num_parameters = len(parameters)
+        return hidden_states.view_as(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, *([None] * ctx.num_parameters)
+
+
+def _pass_through(head: nn.Module):
+    parameters = [p for p in head.parameters(recurse=False) if p.requires_grad]
+    return lambda hidden_states: _PassThrough.apply(hidden_states, *parameters)
 
 
 @contextmanager
@@ -117,7 +136,7 @@ def lm_head_skipped(model: nn.Module) -> Iterator[None]:
     model = extract_model_from_parallel(model)
     head, bias_name = _head_of(model)
     previous_forward = head.__dict__.get("forward")  # e.g. an accelerate hook's wrapper
-    head.forward = _identity
+    head.forward = _pass_through(head)
     if bias_name is not None:
         logits_bias = getattr(model, bias_name)
         setattr(model, bias_name, logits_bias.new_zeros(()))
