@@ -94,7 +94,7 @@ def test_one_forward_pass_per_micro_batch_and_no_projection_with_the_fused_head(
     assert {"loss", "nll_loss", "bonus", "bonus_weight"} <= set(logged)
 
 
-def test_three_steps_of_the_fused_head_equal_the_unfused_path(tmp_path):
+def test_three_steps_and_evaluation_of_the_fused_head_equal_the_unfused_path(tmp_path):
     runs = {}
     for fused in (False, True):
         trainer = sft_trainer(
@@ -106,8 +106,11 @@ def test_three_steps_of_the_fused_head_equal_the_unfused_path(tmp_path):
             per_device_train_batch_size=4,
         )
         trainer.train()
-        runs[fused] = weights(trainer.model)
-    assert_same_weights(runs[True], runs[False], tol=1e-5)
+        runs[fused] = weights(trainer.model), trainer.evaluate(prompt_completion(5))
+    (fused_weights, fused_eval), (plain_weights, plain_eval) = runs[True], runs[False]
+    assert_same_weights(fused_weights, plain_weights, tol=1e-5)
+    for key in ("eval_loss", "eval_nll_loss", "eval_bonus"):  # evaluation forms the logits in both
+        assert fused_eval[key] == pytest.approx(plain_eval[key], rel=1e-5), key
 
 
 def test_misuse_is_refused_in_one_line(tmp_path, recwarn):
