@@ -103,6 +103,14 @@ def test_one_step_is_the_exact_mean_over_the_batch(tmp_path, bs, ga, fused):
     assert_same_weights(trained_weights(trainer), formula_step("llama", dataset, **CEL), tol=2e-6)
 
 
+@pytest.mark.parametrize("arch", CAUSAL_ARCHITECTURES)
+def test_every_family_takes_the_formula_step(tmp_path, arch):
+    trainer = make_trainer(tmp_path, arch, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert_same_weights(
+        trained_weights(trainer), formula_step(arch, prompt_completion_dataset(8), **CEL), tol=2e-6
+    )
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused"])
 def test_bonus_shapes_follow_the_formula(tmp_path, fused):
     trainer = make_trainer(
