@@ -3,10 +3,12 @@
 ``run_without_lm_head(model, **inputs)`` runs the model's own forward with the output projection replaced by
 the identity (and any ``final_logits_bias`` by 0), so the hidden states come back exactly as they would
 enter the projection, including the ``d_model ** -0.5`` rescaling that T5-family models apply when their
-embeddings are tied. Seq2seq LMs are listed by model type below; a decoder-only LM's projection is its
-``get_output_embeddings()``, unless the model changes the logits after it (Gemma 2's soft-capping, Cohere's
-``logit_scale``, ...), which the loss would not reproduce: those are refused. With them come the projection's weight and bias, so that
+embeddings are tied. With them come the projection's weight and bias, so that
 ``logits = hidden_states @ weight.T + bias`` reproduces the model's logits without ever forming them.
+
+Seq2seq LMs are listed by model type below; a decoder-only LM's projection is its ``get_output_embeddings()``,
+unless the model changes the logits after it (Gemma 2's soft-capping, Cohere's ``logit_scale``, ...), which
+the loss would not reproduce: those are refused.
 """
 
 from __future__ import annotations
