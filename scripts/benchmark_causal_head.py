@@ -15,7 +15,10 @@ label smoothing 0.1, float32 on the CPU.
 Each variant runs in its own process: one warm-up step, then ``--steps`` timed steps (median reported). Memory
 is the rise of the peak resident set (VmHWM, reset through /proc/self/clear_refs) during one step after the
 warm-up, with the glibc mmap threshold pinned so that freed buffers go back to the OS (every variant runs
-under it); it includes the gradients. Results: ``causal_head.json`` and ``causal_head.md`` in ``--output-dir``.
+under it); it includes the gradients. A variant whose rough memory estimate (``estimated_gib``) exceeds the
+available memory less ``--memory-margin`` is not run, and one that fails is reported as such, so that the
+benchmark does not push a shared machine into its out-of-memory killer. Results: ``causal_head.json`` (after
+each variant) and ``causal_head.md`` in ``--output-dir``.
 """
 
 from __future__ import annotations
@@ -107,7 +110,30 @@ def measure(head: str, fused: bool, shape: dict, vocab: int, tokens: int, steps:
     }
 
 
+def estimated_gib(vocab: int, hidden: int, tokens: int, fused: bool) -> float:
+    """A rough peak of one step, float32: the tied head's weight, its gradient and the dense embedding gradient
+    added to it, plus, unfused, the head's gradient product and four [tokens, V] buffers (logits, their
+    gradient, the loss's work buffers); 1 GiB for the rest."""
+    head = 4 * vocab * hidden
+    logits = 0 if fused else 4 * tokens * vocab
+    return ((3 if fused else 4) * head + 4 * logits) / 2**30 + 1.0
+
+
+def available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
 def run_variant(head: str, fused: bool, args: argparse.Namespace) -> dict:
+    """The variant's row, measured in a child process; or why it was not (too little memory, a failure)."""
+    row = {"head": head, "vocab": (QUICK_VOCAB if args.quick else HEADS)[head], "fused_lm_head": fused}
+    shape = QUICK if args.quick else FULL
+    need, free = estimated_gib(row["vocab"], shape["hidden"], args.tokens, fused), available_gib()
+    if need > free - args.memory_margin:
+        return {**row, "skipped": f"needs ~{need:.0f} GiB, {free:.0f} GiB available"}
     env = {**os.environ, MMAP_ENV: str(1 << 16)}
     request = ["--variant", f"{head}:{'fused' if fused else 'unfused'}", "--steps", str(args.steps)]
     request += [
@@ -117,16 +143,17 @@ def run_variant(head: str, fused: bool, args: argparse.Namespace) -> dict:
         str(args.threads),
         *(["--quick"] if args.quick else []),
     ]
-    child = subprocess.run(
-        [sys.executable, __file__, *request], env=env, check=True, capture_output=True, text=True
-    )
+    child = subprocess.run([sys.executable, __file__, *request], env=env, capture_output=True, text=True)
+    if child.returncode != 0:
+        return {**row, "skipped": f"exit status {child.returncode} (negative: killed by that signal)"}
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict], shape: dict, command: str) -> str:
+def table(rows: list[dict], shape: dict, tokens: int, command: str) -> str:
+    threads = next((row["threads"] for row in rows if "threads" in row), "?")
     lines = [
         f"One training step (forward + backward) of a 1-layer Llama, hidden {shape['hidden']}, tied head, "
-        f"{rows[0]['tokens']:,} scored tokens, CEL (LE 0.5, LS 0.1), float32, {rows[0].get('threads', '?')} CPU "
+        f"{tokens:,} scored tokens, CEL (LE 0.5, LS 0.1), float32, {threads} CPU "
         f"threads (`{command}`):",
         "",
         "| head | | step time | first step | peak extra memory |",
@@ -134,6 +161,10 @@ def table(rows: list[dict], shape: dict, command: str) -> str:
     ]
     for plain, fused in zip(rows[::2], rows[1::2], strict=True):
         for name, row in (("logits + EL", plain), ("fused head", fused)):
+            if "skipped" in row or "skipped" in plain:
+                reason = row.get("skipped", "no baseline to compare with")
+                lines.append(f"| {row['head']} ({row['vocab']:,}) | {name} | not run: {reason} | | |")
+                continue
             lines.append(
                 f"| {row['head']} ({row['vocab']:,}) | {name} | {row['step_s']:.2f} s "
                 f"({row['step_s'] / plain['step_s']:.2f}x) | {row['first_step_s']:.2f} s "
@@ -150,6 +181,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="scored tokens per step (a multiple of 4)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant after one warm-up step")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument(
+        "--memory-margin",
+        type=float,
+        default=3.0,
+        help="GiB to leave free: variants that would not are skipped",
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tokens < 4 or args.tokens % 4:
@@ -164,14 +201,18 @@ def main() -> None:
         row = measure(head, kind == "fused", shape, vocab, args.tokens, args.steps)
         print(json.dumps({**row, "threads": args.threads}))
         return
-    rows = [run_variant(head, fused, args) for head in args.heads for fused in (False, True)]
-    command = "python scripts/benchmark_causal_head.py " + " ".join(sys.argv[1:])
+    command = ("python scripts/benchmark_causal_head.py " + " ".join(sys.argv[1:])).strip()
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "causal_head.json").write_text(
-        json.dumps({"shape": shape, "rows": rows}, indent=2) + "\n"
-    )
-    (args.output_dir / "causal_head.md").write_text(table(rows, shape, command.strip()))
-    print(table(rows, shape, command.strip()))
+    rows = []
+    for head in args.heads:
+        for fused in (False, True):
+            rows.append(run_variant(head, fused, args))
+            # written after each variant, so that a long run that is stopped keeps what it measured
+            (args.output_dir / "causal_head.json").write_text(
+                json.dumps({"shape": shape, "tokens": args.tokens, "rows": rows}, indent=2) + "\n"
+            )
+    (args.output_dir / "causal_head.md").write_text(table(rows, shape, args.tokens, command))
+    print(table(rows, shape, args.tokens, command))
 
 
 if __name__ == "__main__":

@@ -32,3 +32,14 @@ def test_bad_token_count_is_a_one_line_error():
         text=True,
     )
     assert done.returncode == 2 and "--tokens must be a positive multiple of 4; got 6" in done.stderr
+
+
+def test_a_variant_that_would_not_fit_is_not_run(tmp_path):
+    subprocess.run(
+        [sys.executable, "scripts/benchmark_causal_head.py", "--quick", "--memory-margin", "1e9",
+         "--output-dir", str(tmp_path)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "causal_head.json").read_text())["rows"]
+    assert len(rows) == 4 and all(r["skipped"].startswith("needs ~") for r in rows)
+    assert (tmp_path / "causal_head.md").read_text().count("| not run: needs ~") == 4
