@@ -12,7 +12,7 @@ from one forward pass:
 
 Each optimiser step follows the gradient of the exact mean over the scored tokens of all its micro-batches
 (and of all processes, with ``average_tokens_across_devices``, the default). TRL's ``entropy`` and
-``mean_token_accuracy`` need the full distribution and are not logged; ``nll_loss``, ``bonus`` and
+``mean_token_accuracy`` need the full distribution and are not logged (nor is ``num_tokens``); ``nll_loss``, ``bonus`` and
 ``bonus_weight`` are, as means over the micro-batches since the last log (TRL's convention).
 """
 
