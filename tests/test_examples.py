@@ -3,6 +3,7 @@ stand-ins)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from pathlib import Path
@@ -12,12 +13,14 @@ import datasets
 import pytest
 import transformers
 
-from hf_losses import EncouragingSeq2SeqTrainer, MultiLabelTrainer
+from hf_losses import EncouragingCausalLMTrainer, EncouragingSeq2SeqTrainer, MultiLabelTrainer
 from tests.helpers.tiny import (
     multilabel_dataset,
+    prompt_completion_dataset,
     quick_tiny_training,
     seq2seq_dataset,
     tiny_bert,
+    tiny_causal_lm,
     tiny_marian,
     tiny_tokenizer,
 )
@@ -25,6 +28,16 @@ from tests.helpers.tiny import (
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+try:
+    from hf_losses.integrations.trl import EncouragingSFTConfig
+
+    @dataclasses.dataclass
+    class CpuSFTConfig(EncouragingSFTConfig):
+        use_cpu: bool = True  # TRL configs default to bf16, which the CPU of the tests may lack
+
+except ImportError:  # TRL is an optional extra
+    CpuSFTConfig = None
 
 
 def python_blocks(section: str | None = None, page: Path = README) -> list[str]:
@@ -117,6 +130,10 @@ def docstring_example(cls) -> str:
             lambda: dict(model=tiny_marian(), train=seq2seq_dataset(16), valid=seq2seq_dataset(4, seed=1)),
         ),
         (
+            EncouragingCausalLMTrainer,
+            lambda: dict(model=tiny_causal_lm("llama"), train=prompt_completion_dataset(16)),
+        ),
+        (
             MultiLabelTrainer,
             lambda: dict(
                 model=tiny_bert(), train=multilabel_dataset(16), valid=multilabel_dataset(8, seed=1)
@@ -131,3 +148,29 @@ def test_trainer_docstring_example_runs(tmp_path, monkeypatch, trainer_class, st
         exec(compile(docstring_example(trainer_class), trainer_class.__name__, "exec"), namespace)
     assert namespace["trainer"].state.global_step > 0
     assert (tmp_path / "out").is_dir()
+
+
+def test_decoder_only_doc_examples_run(tmp_path, monkeypatch):
+    """docs/decoder-only.md: the causal-LM trainer, TRL's SFTTrainer and the stock Trainer, on a tiny Qwen2."""
+    if CpuSFTConfig is None:
+        pytest.skip("TRL is not installed")
+    import hf_losses.integrations.trl as trl_integration
+
+    monkeypatch.setattr(trl_integration, "EncouragingSFTConfig", CpuSFTConfig)
+
+    doc = (README.parent / "docs" / "decoder-only.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny_tokenizer())
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny_causal_lm("qwen2")
+    )
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with quick_tiny_training():
+        for block, trainer in zip(
+            blocks, ("EncouragingCausalLMTrainer", "EncouragingSFTTrainer", "Trainer"), strict=True
+        ):
+            exec(compile(block, "docs/decoder-only.md", "exec"), namespace)
+            assert (
+                type(namespace["trainer"]).__name__ == trainer and namespace["trainer"].state.global_step == 2
+            )

@@ -7,8 +7,8 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
-    GPT2Config,
-    GPT2LMHeadModel,
+    BertConfig,
+    BertModel,
     MarianConfig,
     MarianModel,
 )
@@ -175,10 +175,10 @@ def test_wrapped_model_runs_through_the_wrapper():
 
 
 def test_unknown_architecture_is_a_one_line_error_naming_the_flag():
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, **NO_SPECIAL_TOKENS))
-    with pytest.raises(ValueError, match="--fused_lm_head") as info:
-        run_without_lm_head(gpt2, input_ids=torch.zeros(1, 3, dtype=torch.long))
-    assert "\n" not in str(info.value) and "marian" in str(info.value) and "'gpt2'" in str(info.value)
+    bert = BertModel(BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2))
+    with pytest.raises(ValueError, match="--fused_lm_head supports decoder-only LMs") as info:
+        run_without_lm_head(bert, input_ids=torch.zeros(1, 3, dtype=torch.long))
+    assert "\n" not in str(info.value) and "marian" in str(info.value) and "'bert'" in str(info.value)
     headless = MarianModel(MarianConfig(vocab_size=VOCAB, **NO_SPECIAL_TOKENS, **BART_LIKE))
     with pytest.raises(ValueError, match="--fused_lm_head"):
         lm_head_parameters(headless)

@@ -10,6 +10,8 @@ from .losses import (
     linear_encouraging_loss,
 )
 from .trainers import (
+    EncouragingCausalLMConfig,
+    EncouragingCausalLMTrainer,
     EncouragingSeq2SeqConfig,
     EncouragingSeq2SeqTrainer,
     MultiLabelConfig,
@@ -21,6 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsymmetricPolynomialLoss",
+    "EncouragingCausalLMConfig",
+    "EncouragingCausalLMTrainer",
     "EncouragingLoss",
     "EncouragingLossOutput",
     "EncouragingSeq2SeqConfig",

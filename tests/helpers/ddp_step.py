@@ -23,8 +23,10 @@ from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer  # noq
 from tests.helpers.tiny import (  # noqa: E402
     multilabel_dataset,
     one_step_args,
+    prompt_completion_dataset,
     seq2seq_dataset,
     tiny_bert,
+    tiny_causal_lm,
     tiny_marian,
     tiny_tokenizer,
 )
@@ -34,7 +36,9 @@ SEQ2SEQ_LOSS = dict(loss="cel", log_end=0.5, bonus_weight=1.0, label_smoothing_f
 EVAL_EXAMPLES, EVAL_BATCH = 5, 2
 
 
-def seq2seq_step(output_dir: str, batch_size: int) -> tuple[dict[str, torch.Tensor], dict[str, float], int]:
+def seq2seq_step(
+    output_dir: str, batch_size: int, fused: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, float], int]:
     """Parameters after one step, metrics of a teacher-forced evaluation after it, and the process count."""
     model, tokenizer = tiny_marian(), tiny_tokenizer()
     args = EncouragingSeq2SeqConfig(
@@ -42,6 +46,7 @@ def seq2seq_step(output_dir: str, batch_size: int) -> tuple[dict[str, torch.Tens
             output_dir, per_device_train_batch_size=batch_size, per_device_eval_batch_size=EVAL_BATCH
         ),
         **SEQ2SEQ_LOSS,
+        fused_lm_head=fused,
     )
     trainer = EncouragingSeq2SeqTrainer(
         model=model,
@@ -79,16 +84,62 @@ def multilabel_step(
     return parameters(trainer), metrics
 
 
+def causal_lm_step(output_dir: str, batch_size: int) -> dict[str, torch.Tensor]:
+    """Parameters after one step of EncouragingCausalLMTrainer with the fused head (CEL, prompts masked)."""
+    from hf_losses import EncouragingCausalLMConfig, EncouragingCausalLMTrainer
+
+    args = EncouragingCausalLMConfig(
+        **one_step_args(output_dir, per_device_train_batch_size=batch_size),
+        **SEQ2SEQ_LOSS,
+        fused_lm_head=True,
+    )
+    trainer = EncouragingCausalLMTrainer(
+        model=tiny_causal_lm("llama"),
+        args=args,
+        train_dataset=prompt_completion_dataset(8),
+        data_collator=DataCollatorForSeq2Seq(tiny_tokenizer()),
+    )
+    trainer.train()
+    return parameters(trainer)
+
+
+def sft_step(output_dir: str, batch_size: int) -> dict[str, torch.Tensor] | None:
+    """The same step through TRL's SFTTrainer (EncouragingSFTTrainer) on pre-tokenised data; None without TRL."""
+    try:
+        from hf_losses.integrations.trl import EncouragingSFTConfig, EncouragingSFTTrainer
+    except ImportError:
+        return None
+    args = EncouragingSFTConfig(
+        **one_step_args(output_dir, per_device_train_batch_size=batch_size),
+        **SEQ2SEQ_LOSS,
+        fused_lm_head=True,
+        bf16=False,
+    )
+    trainer = EncouragingSFTTrainer(
+        model=tiny_causal_lm("llama"),
+        args=args,
+        train_dataset=prompt_completion_dataset(8),
+        processing_class=tiny_tokenizer(),
+    )
+    trainer.train()
+    return parameters(trainer)
+
+
 def parameters(trainer) -> dict[str, torch.Tensor]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     return {name: value.detach().cpu().clone() for name, value in model.named_parameters()}
 
 
 def run(output_dir: str, batch_size: int) -> dict:
-    """Both trainers: {"world_size", "seq2seq", "seq2seq_eval", "multilabel", "multilabel_eval"}."""
+    """Every trainer: {"world_size", "seq2seq", "seq2seq_eval", "multilabel", "multilabel_eval",
+    "seq2seq_fused", "causal_lm", "sft"}."""
     seq2seq, seq2seq_eval, world_size = seq2seq_step(str(Path(output_dir) / "seq2seq"), batch_size)
     multilabel = multilabel_step(str(Path(output_dir) / "multilabel"), batch_size)
+    seq2seq_fused = seq2seq_step(str(Path(output_dir) / "seq2seq_fused"), batch_size, fused=True)[0]
     return {
+        "seq2seq_fused": seq2seq_fused,
+        "causal_lm": causal_lm_step(str(Path(output_dir) / "causal_lm"), batch_size),
+        "sft": sft_step(str(Path(output_dir) / "sft"), batch_size),
         "world_size": world_size,
         "seq2seq": seq2seq,
         "seq2seq_eval": seq2seq_eval,

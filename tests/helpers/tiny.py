@@ -362,3 +362,73 @@ def causal_lm_dataset(n: int = 8, seed: int = 0) -> datasets.Dataset:
         {"input_ids": torch.randint(3, VOCAB, (3 + (2 * i) % 7,), generator=g).tolist()} for i in range(n)
     ]
     return datasets.Dataset.from_list(rows)
+
+
+# -- decoder-only matrix: hidden 16, one layer, 2 heads, no dropout, <pad>=0, </s>=1, <s>=2 ---------------
+_DECODER = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=64,
+)
+_HEAD_DIM = dict(_DECODER, head_dim=8)
+
+# name -> (model class name, config class name, config keyword arguments besides vocabulary and special tokens)
+CAUSAL_ARCHITECTURES: dict[str, tuple[str, str, dict]] = {
+    "llama": ("LlamaForCausalLM", "LlamaConfig", _DECODER),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", _DECODER),
+    "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(_HEAD_DIM, tie_word_embeddings=True)),
+    "mistral": ("MistralForCausalLM", "MistralConfig", _HEAD_DIM),
+    # Gemma 2 soft-caps its logits by default (refused by --fused_lm_head); here without it, as Gemma 3 is
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", dict(_HEAD_DIM, final_logit_softcapping=None)),
+    "gemma3": ("Gemma3ForCausalLM", "Gemma3TextConfig", _HEAD_DIM),
+    "phi3": (
+        "Phi3ForCausalLM",
+        "Phi3Config",
+        dict(_DECODER, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0),
+    ),
+    "gpt2": (
+        "GPT2LMHeadModel",
+        "GPT2Config",
+        dict(n_embd=16, n_layer=1, n_head=2, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+    ),
+    "gpt_neox": (
+        "GPTNeoXForCausalLM",
+        "GPTNeoXConfig",
+        dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        ),
+    ),
+}
+
+
+def tiny_causal_lm(name: str, seed: int = 0, **overrides):
+    """A tiny, randomly initialised decoder-only LM of architecture ``name`` (a key of CAUSAL_ARCHITECTURES)."""
+    model_class, config_class, kwargs = CAUSAL_ARCHITECTURES[name]
+    config = getattr(transformers, config_class)(
+        vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2, **{**kwargs, **overrides}
+    )
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config)
+
+
+def prompt_completion_dataset(n: int = 8, seed: int = 0) -> datasets.Dataset:
+    """n prompt + completion token sequences of different lengths, labels -100 on the prompt (not padded).
+
+    Rows without a prompt have a label on their first token, which no position predicts.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        prompt = torch.randint(3, VOCAB, (i % 4,), generator=g).tolist()  # some rows without a prompt
+        completion = torch.randint(3, VOCAB, (1 + (3 * i) % 5,), generator=g).tolist() + [1]
+        rows.append({"input_ids": prompt + completion, "labels": [-100] * len(prompt) + completion})
+    return datasets.Dataset.from_list(rows)

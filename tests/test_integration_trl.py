@@ -1,0 +1,141 @@
+"""EncouragingSFTTrainer: EL/CEL in TRL's SFTTrainer on prompt-completion data, with and without the fused head."""
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+import datasets  # noqa: E402
+from transformers import DataCollatorForSeq2Seq  # noqa: E402
+
+from hf_losses.integrations.trl import EncouragingSFTConfig, EncouragingSFTTrainer  # noqa: E402
+from tests.helpers.tiny import one_step_args, quick_tiny_training, tiny_causal_lm, tiny_tokenizer  # noqa: E402
+from tests.reference import encouraging_loss_ref  # noqa: E402
+
+CEL = dict(loss="cel", log_end=0.5, label_smoothing_factor=0.1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def quick_training():
+    with quick_tiny_training():
+        yield
+
+
+def prompt_completion(n: int = 8) -> datasets.Dataset:
+    """TRL's standard prompt-completion format; prompts and completion lengths differ between examples."""
+    rows = [
+        {
+            "prompt": " ".join(f"w{(i + j) % 30 + 3}" for j in range(1 + i % 4)),
+            "completion": "".join(f" w{(2 * i + j) % 30 + 3}" for j in range(1 + (3 * i) % 5)),
+        }
+        for i in range(n)
+    ]
+    return datasets.Dataset.from_list(rows)
+
+
+def sft_trainer(tmp_path, arch="llama", **overrides):
+    """One SGD step at lr 1 in float32 (TRL's configs default to bf16 autocast)."""
+    settings = {**one_step_args(str(tmp_path)), "bf16": False, **CEL, **overrides}
+    return EncouragingSFTTrainer(
+        model=tiny_causal_lm(arch),
+        args=EncouragingSFTConfig(**settings),
+        train_dataset=prompt_completion(),
+        processing_class=tiny_tokenizer(),
+    )
+
+
+def formula_step(arch, prepared: datasets.Dataset) -> dict[str, torch.Tensor]:
+    """theta - grad of the float64 CEL of the next tokens over TRL's prepared batch (labels -100 on prompts)."""
+    model = tiny_causal_lm(arch)
+    rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in prepared]
+    batch = DataCollatorForSeq2Seq(tiny_tokenizer())(rows)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    encouraging_loss_ref(logits[:, :-1], batch["labels"][:, 1:], log_end=0.5, label_smoothing=0.1).backward()
+    return {k: (v - v.grad).detach() for k, v in model.named_parameters()}
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def assert_same_weights(got, expected, tol):
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=tol, rtol=tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused"])
+@pytest.mark.parametrize("bs,ga", [(8, 1), (2, 4)])
+def test_one_step_is_the_exact_completion_token_mean(tmp_path, bs, ga, fused):
+    trainer = sft_trainer(
+        tmp_path, per_device_train_batch_size=bs, gradient_accumulation_steps=ga, fused_lm_head=fused
+    )
+    prepared = trainer.train_dataset
+    assert all(r["labels"][0] == -100 for r in prepared)  # completion-only: the prompts are masked
+    assert len({sum(x != -100 for x in r["labels"]) for r in prepared}) > 1
+    trainer.train()
+    assert_same_weights(weights(trainer.model), formula_step("llama", prepared), tol=2e-6)
+
+
+def test_one_forward_pass_per_micro_batch_and_no_projection_with_the_fused_head(tmp_path):
+    trainer = sft_trainer(
+        tmp_path, "qwen3", per_device_train_batch_size=2, gradient_accumulation_steps=2, fused_lm_head=True
+    )
+    calls, widths = [], []
+    trainer.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    head = trainer.model.get_output_embeddings()
+    head.register_forward_hook(lambda module, args, output: widths.append(output.shape[-1]))
+    trainer.train()
+    assert len(calls) == 2  # one step of two micro-batches: no second pass for the loss
+    assert set(widths) == {16}  # the head returned the hidden states: no [tokens, V] logits
+    logged = trainer.state.log_history[0]
+    assert {"loss", "nll_loss", "bonus", "bonus_weight"} <= set(logged)
+
+
+def test_three_steps_and_evaluation_of_the_fused_head_equal_the_unfused_path(tmp_path):
+    runs = {}
+    for fused in (False, True):
+        trainer = sft_trainer(
+            tmp_path / str(fused),
+            "gpt2",
+            fused_lm_head=fused,
+            max_steps=3,
+            learning_rate=0.5,
+            per_device_train_batch_size=4,
+        )
+        trainer.train()
+        runs[fused] = weights(trainer.model), trainer.evaluate(prompt_completion(5))
+    (fused_weights, fused_eval), (plain_weights, plain_eval) = runs[True], runs[False]
+    assert_same_weights(fused_weights, plain_weights, tol=1e-5)
+    for key in ("eval_loss", "eval_nll_loss", "eval_bonus"):  # evaluation forms the logits in both
+        assert fused_eval[key] == pytest.approx(plain_eval[key], rel=1e-5), key
+
+
+def test_misuse_is_refused_in_one_line(tmp_path, recwarn):
+    with pytest.raises(ValueError, match="loss_type='dft' .* leave loss_type at 'nll'"):
+        sft_trainer(tmp_path, loss_type="dft")
+    with pytest.raises(ValueError, match="compute_loss_func is not used"):
+        EncouragingSFTTrainer(
+            model=tiny_causal_lm("llama"),
+            args=EncouragingSFTConfig(**one_step_args(str(tmp_path))),
+            compute_loss_func=lambda *a, **k: None,
+        )
+    with pytest.raises(ValueError, match="final_logit_softcapping=30.0"):
+        EncouragingSFTTrainer(
+            model=tiny_causal_lm("gemma2", final_logit_softcapping=30.0),
+            args=EncouragingSFTConfig(**one_step_args(str(tmp_path)), fused_lm_head=True),
+            train_dataset=prompt_completion(),
+            processing_class=tiny_tokenizer(),
+        )
+    # label smoothing goes into the EL: TRL's warning of an extra forward pass does not apply
+    assert not [w for w in recwarn if "label_smoothing_factor" in str(w.message)]
+
+
+def test_without_trl_the_import_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)
+    monkeypatch.delitem(sys.modules, "hf_losses.integrations.trl")
+    with pytest.raises(ImportError, match=r"pip install hf_losses\[trl\]") as error:
+        importlib.import_module("hf_losses.integrations.trl")
+    assert "\n" not in str(error.value)
