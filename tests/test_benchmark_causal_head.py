@@ -1,4 +1,4 @@
-"""scripts/benchmark_causal_head.py runs end to end on tiny shapes and writes its table, one row per variant."""
+"""benchmarks/causal_head.py runs end to end on tiny shapes and writes its table, one row per variant."""
 
 import json
 import subprocess
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_benchmark_writes_the_table(tmp_path):
     subprocess.run(
-        [sys.executable, "scripts/benchmark_causal_head.py", "--quick", "--heads", "gemma3", "--tokens", "64", "--steps", "1",
+        [sys.executable, "-m", "benchmarks.causal_head", "--quick", "--heads", "gemma3", "--tokens", "64", "--steps", "1",
          "--threads", "1", "--output-dir", str(tmp_path)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip
@@ -26,7 +26,7 @@ def test_quick_benchmark_writes_the_table(tmp_path):
 
 def test_bad_token_count_is_a_one_line_error():
     done = subprocess.run(
-        [sys.executable, "scripts/benchmark_causal_head.py", "--tokens", "6"],
+        [sys.executable, "-m", "benchmarks.causal_head", "--tokens", "6"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -36,7 +36,7 @@ def test_bad_token_count_is_a_one_line_error():
 
 def test_a_variant_that_would_not_fit_is_not_run(tmp_path):
     subprocess.run(
-        [sys.executable, "scripts/benchmark_causal_head.py", "--quick", "--memory-margin", "1e9",
+        [sys.executable, "-m", "benchmarks.causal_head", "--quick", "--memory-margin", "1e9",
          "--output-dir", str(tmp_path)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """One training step of a decoder-only LM with a Llama-3- or Gemma-sized output head, with and without the fused head.
 
-    python scripts/benchmark_causal_head.py --output-dir benchmarks              # make bench-causal-head
-    python scripts/benchmark_causal_head.py --tokens 1024 --output-dir benchmarks  # less memory and time
-    python scripts/benchmark_causal_head.py --quick --output-dir /tmp/b          # tiny shapes, a smoke test
+    python -m benchmarks.causal_head --output-dir benchmarks              # make bench-causal-head
+    python -m benchmarks.causal_head --tokens 1024 --output-dir benchmarks  # less memory and time
+    python -m benchmarks.causal_head --quick --output-dir /tmp/b          # tiny shapes, a smoke test
 
 The model is a Llama with hidden size 4096 and one small decoder layer (32 query and 8 key-value heads, MLP
 1024), with the vocabulary of Llama 3 (128,256) or of Gemma 3 (262,144) and tied embeddings, so that the
@@ -35,19 +34,14 @@ from pathlib import Path
 
 import torch
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+from benchmarks.harness import MMAP_ENV, MMAP_THRESHOLD, ROOT, command_line, status_kib
+
+MODULE = "benchmarks.causal_head"
+
 HEADS = {"llama3": 128_256, "gemma3": 262_144}
 FULL = dict(hidden=4096, heads=32, kv_heads=8, mlp=1024, rows=4)
 QUICK = dict(hidden=64, heads=4, kv_heads=2, mlp=128, rows=4)
 QUICK_VOCAB = {"llama3": 1_000, "gemma3": 2_000}
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise KeyError(key)
 
 
 def measure(head: str, fused: bool, shape: dict, vocab: int, tokens: int, steps: int) -> dict:
@@ -95,9 +89,9 @@ def measure(head: str, fused: bool, shape: dict, vocab: int, tokens: int, steps:
     first = step()
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset VmHWM to the current RSS
-    base = _status_kib("VmRSS")
+    base = status_kib("VmRSS")
     times = [step()]
-    peak = (_status_kib("VmHWM") - base) / 1024
+    peak = (status_kib("VmHWM") - base) / 1024
     times += [step() for _ in range(steps - 1)]
     return {
         "head": head,
@@ -135,7 +129,7 @@ def run_variant(head: str, fused: bool, args: argparse.Namespace) -> dict:
     need, free = estimated_gib(row["vocab"], shape["hidden"], args.tokens, fused), available_gib()
     if need > free - args.memory_margin:
         return {**row, "skipped": f"needs ~{need:.0f} GiB, {free:.0f} GiB available"}
-    env = {**os.environ, MMAP_ENV: str(1 << 16)}
+    env = {**os.environ, MMAP_ENV: str(MMAP_THRESHOLD)}
     request = ["--variant", f"{head}:{'fused' if fused else 'unfused'}", "--steps", str(args.steps)]
     request += [
         "--tokens",
@@ -144,7 +138,9 @@ def run_variant(head: str, fused: bool, args: argparse.Namespace) -> dict:
         str(args.threads),
         *(["--quick"] if args.quick else []),
     ]
-    child = subprocess.run([sys.executable, __file__, *request], env=env, capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-m", MODULE, *request], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     if child.returncode != 0:
         return {**row, "skipped": f"exit status {child.returncode} (negative: killed by that signal)"}
     return json.loads(child.stdout.strip().splitlines()[-1])
@@ -204,7 +200,7 @@ def main() -> None:
         row = measure(head, kind == "fused", shape, vocab, args.tokens, args.steps)
         print(json.dumps({**row, "threads": args.threads}))
         return
-    command = ("python scripts/benchmark_causal_head.py " + " ".join(sys.argv[1:])).strip()
+    command = command_line(MODULE, sys.argv[1:])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for head in args.heads:
