@@ -529,8 +529,8 @@ def test_real_translation_grid_runs_resumes_and_reports(tmp_path):
 
 
 def test_each_translation_variant_s_log_end_is_resolved_by_its_preset(tmp_path):
-    from hf_losses.experiments.grid import parse_grid
-    from hf_losses.experiments.main import variant_log_ends
+    from hf_losses.apps.compare.grid import parse_grid
+    from hf_losses.apps.compare.main import variant_log_ends
 
     variants = {"ce": {"loss": "ce"}, "cel": {"loss": "cel"}, "le75": {"loss": "cel", "log_end": 0.75}}
     grid = parse_grid({**GOOD, "variants": {**variants, "el": {"loss": "el"}}})
