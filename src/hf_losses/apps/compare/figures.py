@@ -147,6 +147,19 @@ def calibration_figures(plt, output_dir: Path, runs, variants, task: str) -> lis
     return written
 
 
+def _save_line_plot(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend one single-panel figure, write it to `path` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def nll_curves_figure(plt, path: Path, runs, variants: list[str]) -> Path | None:
     """Training (and evaluation, dashed) plain NLL per step from each run's trainer_state.json."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -168,15 +181,15 @@ def nll_curves_figure(plt, path: Path, runs, variants: list[str]) -> Path | None
     if not plotted:
         plt.close(fig)
         return None
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("plain NLL per token (-log p_y)")
-    ax.set_title("training (solid) and validation (dashed) NLL, one line per seed", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_line_plot(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="optimizer step",
+        ylabel="plain NLL per token (-log p_y)",
+        title="training (solid) and validation (dashed) NLL, one line per seed",
+    )
 
 
 def validation_curves_figure(plt, path: Path, runs, variants: list[str], metric: str) -> Path | None:
@@ -199,15 +212,15 @@ def validation_curves_figure(plt, path: Path, runs, variants: list[str], metric:
     if not plotted:
         plt.close(fig)
         return None
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} during training (before checkpoint averaging), one line per seed", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_line_plot(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="optimizer step",
+        ylabel=metric,
+        title=f"{metric} during training (before checkpoint averaging), one line per seed",
+    )
 
 
 def log_end_figure(plt, path: Path, runs, variants: list[str], log_ends: dict, metric: str) -> Path | None:
@@ -229,15 +242,15 @@ def log_end_figure(plt, path: Path, runs, variants: list[str], log_ends: dict, m
         else:
             ax.axhspan(mean - std, mean + std, color=color, alpha=0.2)
             ax.axhline(mean, color=color, linestyle="--", linewidth=1, label=f"{variant} (no bonus)")
-    ax.set_xlabel("LE (log_end): where the bonus turns linear; 1 = full EL")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against LE, mean ± std over seeds", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_line_plot(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="LE (log_end): where the bonus turns linear; 1 = full EL",
+        ylabel=metric,
+        title=f"{metric} against LE, mean ± std over seeds",
+    )
 
 
 def write_figures(
