@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
-from hf_losses.apps.models import build_seq2seq_model
+from hf_losses.apps.models import build_translation_model
 from tests.helpers.tiny import (
     ENCODER_ARCHITECTURES,
     NUM_LABELS,
@@ -125,7 +125,7 @@ def test_seq2seq_built_from_a_config_json_saves(tmp_path, arch):
     """``--model_config config.json``: generation settings in generation_config, so that saving works (the
     script path itself runs for T5 in tests/apps/test_translate.py)."""
     tiny_seq2seq(arch).config.save_pretrained(tmp_path / "config")
-    model = build_seq2seq_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
+    model = build_translation_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
     model.save_pretrained(tmp_path / "saved")
     reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "saved")
     assert reloaded.generation_config.forced_eos_token_id == tiny_tokenizer().eos_token_id

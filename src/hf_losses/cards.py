@@ -30,6 +30,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data.translation import language_name
 from .files import replaced_atomically
 
 __all__ = ["DatasetInfo", "render_model_card", "write_model_card"]
@@ -54,6 +55,7 @@ class DatasetInfo:
     target_lang: str | None = None
     language: str | None = None
     label_names: list[str] | None = None
+    prompt_template: str | None = None  # decoder-only translation: the prompt each source was written into
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> DatasetInfo:
@@ -299,11 +301,12 @@ def render_model_card(
         languages = [dataset.get("language")]
     languages = _as_list(extra.get("language")) or [lang for lang in dict.fromkeys(languages) if lang]
     tags = spec["tags"] + ([spec["method_tag"]] if is_method else []) + _as_list(extra.get("tags"))
+    decoder_only = bool(extra.get("decoder_only"))  # a causal LM: prompted, so a text-generation model
     card_data = ModelCardData(
         language=languages or None,
         license=extra.get("license"),
         library_name="transformers",
-        pipeline_tag=spec["task_type"],
+        pipeline_tag="text-generation" if decoder_only else spec["task_type"],
         tags=list(dict.fromkeys(tags)),
         datasets=[ds["id"]] if _is_hub_id(ds["id"]) else None,
         base_model=base_model if _is_hub_id(base_model) else None,
@@ -314,6 +317,7 @@ def render_model_card(
 
     threshold = extra.get("threshold", hparams.get("threshold"))
     source_lang = dataset.get("source_lang")
+    example_input = extra.get("example_input", _EXAMPLE_INPUT.get(str(source_lang), "A short example text."))
     generate_kwargs = {
         "num_beams": hparams.get("generation_num_beams"),
         "max_new_tokens": hparams.get("generation_max_length"),
@@ -359,9 +363,9 @@ def render_model_card(
             extra.get("class_thresholds"), extra.get("label_names") or dataset.get("label_names")
         ),
         "generate_kwargs": "".join(f", {k}={v}" for k, v in generate_kwargs.items() if v is not None),
-        "example_input": extra.get(
-            "example_input", _EXAMPLE_INPUT.get(str(source_lang), "A short example text.")
-        ),
+        "example_input": example_input,
+        "decoder_only": decoder_only,
+        "example_prompt": _example_prompt(dataset, example_input),
         "versions": _versions(spec["packages"]),
         "notes": extra.get("notes"),
     }
@@ -369,6 +373,15 @@ def render_model_card(
     card = ModelCard.from_template(card_data, template_str=template, **template_kwargs)
     card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"
     return card
+
+
+def _example_prompt(dataset: dict[str, Any], example_input: str) -> str | None:
+    """The prompt of ``example_input`` as a Python literal, where the card knows the prompt template."""
+    template = dataset.get("prompt_template")
+    if template is None:
+        return None
+    names = {key: language_name(str(dataset.get(key))) for key in ("source_lang", "target_lang")}
+    return repr(template.format(source=example_input, **names))
 
 
 def _class_threshold_rows(thresholds: list[float] | None, names: list[str] | None) -> list[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 Translation presets (``--model_config``) are ``MarianConfig`` fields plus the vocabulary size of the tokenizer
 trained for them (the paper's transformers and a CPU demo); a path to a ``config.json`` of any seq2seq
-architecture works too. Classification from scratch builds ``SMALL_BERT`` unless ``--model_config`` names a
+or decoder-only (causal-LM) architecture works too. Classification from scratch builds ``SMALL_BERT`` unless ``--model_config`` names a
 config. ``model_args`` is the scripts' ``ModelArguments`` (``hf_losses.apps.runs.ModelSourceArguments`` plus
 ``model_config`` and ``vocab_size``).
 """
@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -135,8 +137,24 @@ def preset_vocab_size(model_config: str) -> int | None:
     return preset["vocab_size"] if preset else None
 
 
-def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
-    """A randomly initialised seq2seq model from a preset name or a config.json path, sized to `tokenizer`.
+def is_decoder_only(config) -> bool:
+    """A causal LM without an encoder (Llama, Qwen, Gemma, GPT-2, ...): it translates a prompt."""
+    return not getattr(config, "is_encoder_decoder", False) and type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+
+
+def check_translation_config(config, flag: str) -> None:
+    """A one-line ValueError naming ``flag`` for a model that is neither seq2seq nor a causal LM (e.g. BERT)."""
+    if not getattr(config, "is_encoder_decoder", False) and not is_decoder_only(config):
+        raise ValueError(
+            f"{flag}: a {config.model_type} model neither translates (encoder-decoder) nor generates text "
+            "(decoder-only causal LM); pick a seq2seq model (Marian, T5, mBART, M2M100/NLLB) or a causal LM "
+            "(Llama, Qwen, Gemma, Mistral, Phi-3, GPT-2, ...)"
+        )
+
+
+def build_translation_model(model_config: str, tokenizer) -> PreTrainedModel:
+    """A randomly initialised translation model from a preset name or a config.json path, sized to `tokenizer`:
+    seq2seq (presets, and any encoder-decoder config) or decoder-only (a causal-LM config).
 
     Generation settings (``forced_eos_token_id``) go into ``generation_config``, and into the model config
     only where its class declares them (Marian, BART): transformers refuses to save a model whose config
@@ -152,6 +170,15 @@ def build_seq2seq_model(model_config: str, tokenizer) -> PreTrainedModel:
         config = MarianConfig(**fields, decoder_vocab_size=len(tokenizer))
     elif Path(model_config).exists():
         config = AutoConfig.from_pretrained(model_config)
+        check_translation_config(config, f"--model_config {model_config}")
+        if is_decoder_only(config):
+            sizes = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, **special)
+            config.update({k: v for k, v in sizes.items() if k != "decoder_start_token_id"})
+            model = AutoModelForCausalLM.from_config(config)
+            model.generation_config.update(
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+            )
+            return model
         config.update({"vocab_size": len(tokenizer), **special})
         if getattr(config, "decoder_vocab_size", None) is not None:  # Marian: the loss reshapes logits by it
             config.decoder_vocab_size = len(tokenizer)
@@ -172,10 +199,13 @@ _GROWING_POSITIONS = ("m2m_100", "nllb_moe", "fsmt")
 
 def position_limits(config) -> dict[str, int]:
     """How many positions the ``encoder`` and ``decoder`` of a model can embed (longer inputs fail with an
-    IndexError); a side is absent where any length works (T5's relative positions, M2M100's growing table)."""
+    IndexError); a side is absent where any length works (T5's relative positions, M2M100's growing table).
+    A decoder-only model has only the ``decoder`` (prompt and target together)."""
     if config.model_type in _GROWING_POSITIONS:
         return {}
     shared = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if is_decoder_only(config):
+        return {"decoder": shared} if shared else {}
     limits = {
         "encoder": getattr(config, "max_encoder_position_embeddings", None) or shared,
         "decoder": getattr(config, "max_decoder_position_embeddings", None) or shared,
@@ -202,20 +232,24 @@ def load_tokenizer(model_args, texts: Sequence[str], resume: str | None, train: 
     return train(texts)
 
 
-def load_seq2seq(model_args, texts: Sequence[str], resume: str | None):
-    """(tokenizer, model): a seq2seq checkpoint, or a model built from --model_config sized to its tokenizer."""
+def load_translation_model(model_args, texts: Sequence[str], resume: str | None):
+    """(tokenizer, model): a seq2seq or decoder-only checkpoint, or a model built from --model_config sized to
+    its tokenizer. A tokenizer without a pad token pads with its eos token (labels are padded with -100)."""
 
     def train(texts):
         vocab_size = model_args.vocab_size or preset_vocab_size(model_args.model_config) or 8000
         return train_tokenizer(texts, vocab_size=vocab_size, kind="seq2seq")
 
     tokenizer = load_tokenizer(model_args, texts, resume, train)
-    if model_args.model_name_or_path:
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            model_args.model_name_or_path, **model_args.hub_kwargs()
-        )
-        return tokenizer, model
-    return tokenizer, build_seq2seq_model(model_args.model_config, tokenizer)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not model_args.model_name_or_path:
+        return tokenizer, build_translation_model(model_args.model_config, tokenizer)
+    hub = model_args.hub_kwargs()
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, **hub)
+    check_translation_config(config, f"--model_name_or_path {model_args.model_name_or_path}")
+    auto = AutoModelForCausalLM if is_decoder_only(config) else AutoModelForSeq2SeqLM
+    return tokenizer, auto.from_pretrained(model_args.model_name_or_path, config=config, **hub)
 
 
 def load_classifier(

@@ -7,6 +7,10 @@
         --loss cel --log_end 0.5 --label_smoothing_factor 0.1 --do_train --do_eval --predict_with_generate \\
         --output_dir outputs/opus-mt-de-en-cel
 
+A decoder-only model (``--model_name_or_path`` of a Llama, Qwen, Gemma, ... checkpoint, or a causal-LM
+``config.json`` as ``--model_config``) is fine-tuned on ``--prompt_template`` + target, the loss on the target
+only, and evaluated by generating from the prompt (``EncouragingCausalLMTrainer``; docs/decoder-only.md).
+
 Flags are those of transformers' ``Seq2SeqTrainingArguments`` plus ``--loss``, ``--log_end`` and
 ``--bonus_weight``, and the data and model flags below. A YAML/JSON recipe as the first argument sets defaults
 that the flags after it override. With neither data nor model arguments the demo recipe
@@ -16,17 +20,29 @@ tokenizer trained on it and a small Marian model. The run itself is ``hf_losses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from transformers import DataCollatorForSeq2Seq
 
-from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer
+from hf_losses import (
+    EncouragingCausalLMConfig,
+    EncouragingCausalLMTrainer,
+    EncouragingSeq2SeqConfig,
+    EncouragingSeq2SeqTrainer,
+)
 from hf_losses.apps import RECIPES, runs
 from hf_losses.apps.corpora import synthetic_translation_corpus
-from hf_losses.apps.models import load_seq2seq, position_limits
+from hf_losses.apps.models import is_decoder_only, load_translation_model, position_limits
 from hf_losses.apps.runs.outputs import CALIBRATION, PREDICTIONS, REFERENCES
-from hf_losses.data import check_language_pair, select_translation_columns, tokenize_translation
+from hf_losses.data import (
+    DEFAULT_PROMPT_TEMPLATE,
+    check_language_pair,
+    check_prompt_template,
+    select_translation_columns,
+    tokenize_causal_translation,
+    tokenize_translation,
+)
 from hf_losses.metrics import Seq2SeqMetrics
 
 
@@ -56,10 +72,19 @@ class DataArguments(runs.DataSourceArguments):
     target_column: str | None = field(
         default=None, metadata={"help": "Target text column, instead of translation."}
     )
-    max_source_length: int = field(default=128)
-    max_target_length: int = field(default=128)
+    max_source_length: int = field(
+        default=128, metadata={"help": "Source tokens kept (decoder-only models: prompt tokens)."}
+    )
+    max_target_length: int = field(default=128, metadata={"help": "Target tokens kept, eos included."})
     source_prefix: str = field(default="", metadata={"help": "T5: e.g. 'translate German to English: '."})
     forced_bos_token: str | None = field(default=None, metadata={"help": "mBART/M2M: target language token."})
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        metadata={
+            "help": "Decoder-only models: the prompt before each target, with {source} and optionally "
+            "{source_lang} and {target_lang} (the languages' English names)."
+        },
+    )
     preprocessing_num_workers: int | None = field(default=None)
     num_beams: int | None = field(
         default=None,
@@ -77,8 +102,11 @@ class TranslationRun(runs.TaskRun):
     demo_dataset = "hf_losses synthetic de-en corpus"
     label_names_hint = "the targets come from --target_lang or --target_column"
 
+    decoder_only = False  # set from the model: a causal LM translates a prompt
+
     def check_arguments(self) -> None:
         check_language_pair(self.data_args.source_lang, self.data_args.target_lang)
+        check_prompt_template(self.data_args.prompt_template)
 
     def demo_corpus(self):
         return synthetic_translation_corpus()
@@ -94,8 +122,11 @@ class TranslationRun(runs.TaskRun):
 
     def load_tokenizer_and_model(self, splits, resume):
         texts = [*splits["train"]["source"], *splits["train"]["target"]] if "train" in splits else []
-        tokenizer, model = load_seq2seq(self.model_args, texts, resume)
-        if hasattr(tokenizer, "src_lang"):  # multilingual tokenizers (mBART, M2M, NLLB)
+        tokenizer, model = load_translation_model(self.model_args, texts, resume)
+        self.decoder_only = is_decoder_only(model.config)
+        if self.decoder_only:
+            self.check_decoder_only_flags()
+        elif hasattr(tokenizer, "src_lang"):  # multilingual tokenizers (mBART, M2M, NLLB)
             tokenizer.src_lang, tokenizer.tgt_lang = self.data_args.source_lang, self.data_args.target_lang
         if self.data_args.forced_bos_token is not None:
             model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(
@@ -105,21 +136,60 @@ class TranslationRun(runs.TaskRun):
         self.metrics = Seq2SeqMetrics(tokenizer)
         return tokenizer, model
 
+    def check_decoder_only_flags(self) -> None:
+        """The seq2seq-only flags have no meaning for a causal LM: refuse them rather than ignore them."""
+        unused = {
+            "source_prefix": self.data_args.source_prefix,
+            "forced_bos_token": self.data_args.forced_bos_token,
+            "generation_config": self.args.generation_config,
+        }
+        model = self.model_args.model_name_or_path or self.model_args.model_config
+        for flag, value in unused.items():
+            if value:
+                raise runs.UsageError(
+                    f"--{flag} is for encoder-decoder models; {model} is decoder-only: put instructions in "
+                    "--prompt_template"
+                )
+
     def check_lengths(self, limits: dict[str, int]) -> None:
-        """Sequence lengths within the positions the model can embed (else an IndexError mid-training)."""
-        lengths = (
-            ("max_source_length", self.data_args.max_source_length, "encoder"),
-            ("max_target_length", self.data_args.max_target_length, "decoder"),
-            ("generation_max_length", self.args.generation_max_length, "decoder"),
-        )
-        for flag, value, side in lengths:
+        """Sequence lengths within the positions the model can embed (else an IndexError mid-training); a
+        decoder-only model holds the prompt and the target (or the generation) together."""
+        source, target = self.data_args.max_source_length, self.data_args.max_target_length
+        generation = self.args.generation_max_length
+        if self.decoder_only:
+            lengths = (
+                ("--max_source_length + --max_target_length", source + target, "decoder"),
+                (
+                    "--max_source_length + --generation_max_length",
+                    generation and source + generation,
+                    "decoder",
+                ),
+            )
+        else:
+            lengths = (
+                ("--max_source_length", source, "encoder"),
+                ("--max_target_length", target, "decoder"),
+                ("--generation_max_length", generation, "decoder"),
+            )
+        for flags, value, side in lengths:
             if value is not None and side in limits and value > limits[side]:
                 raise runs.UsageError(
-                    f"--{flag} {value} is beyond the {limits[side]} positions of the model's {side}: "
-                    f"pass --{flag} {limits[side]} or less"
+                    f"{flags}{' =' if '+' in flags else ''} {value} is beyond the {limits[side]} positions of the model's {side}: "
+                    f"make it {limits[side]} or less"
                 )
 
     def tokenize(self, splits, tokenizer):
+        if self.decoder_only:
+            return tokenize_causal_translation(
+                splits,
+                tokenizer,
+                prompt_template=self.data_args.prompt_template,
+                source_lang=self.data_args.source_lang,
+                target_lang=self.data_args.target_lang,
+                max_source_length=self.data_args.max_source_length,
+                max_target_length=self.data_args.max_target_length,
+                num_proc=self.data_args.preprocessing_num_workers,
+            )
         return tokenize_translation(
             splits,
             tokenizer,
@@ -130,13 +200,25 @@ class TranslationRun(runs.TaskRun):
         )
 
     def card_data(self):
-        return dict(source_lang=self.data_args.source_lang, target_lang=self.data_args.target_lang)
+        languages = dict(source_lang=self.data_args.source_lang, target_lang=self.data_args.target_lang)
+        return (
+            {**languages, "prompt_template": self.data_args.prompt_template}
+            if self.decoder_only
+            else languages
+        )
 
     def make_trainer(self, tokenized, **common):
+        compute_metrics = self.metrics if self.args.predict_with_generate else None
+        if self.decoder_only:
+            return EncouragingCausalLMTrainer(
+                **{**common, "args": causal_lm_config(common["args"])},
+                data_collator=DataCollatorForSeq2Seq(common["processing_class"]),
+                compute_metrics=compute_metrics,
+            )
         return EncouragingSeq2SeqTrainer(
             **common,
             data_collator=DataCollatorForSeq2Seq(common["processing_class"], model=common["model"]),
-            compute_metrics=self.metrics if self.args.predict_with_generate else None,
+            compute_metrics=compute_metrics,
         )
 
     def before_evaluation(self, trainer) -> None:
@@ -160,6 +242,12 @@ class TranslationRun(runs.TaskRun):
             output_dir / runs.split_file(prefix, CALIBRATION), trainer.calibration.to_dict(), self.args
         )
         return metrics
+
+
+def causal_lm_config(args: EncouragingSeq2SeqConfig) -> EncouragingCausalLMConfig:
+    """The parsed flags as the causal-LM trainer's config: every field the two configs share, the same values."""
+    shared = {f.name: getattr(args, f.name) for f in fields(EncouragingCausalLMConfig) if f.init}
+    return EncouragingCausalLMConfig(**shared)
 
 
 def make_parser() -> runs.RecipeParser:

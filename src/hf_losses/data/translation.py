@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import string
+
 import datasets
 import pyarrow.compute as pc
 
 from .errors import DataError
 
 TRANSLATION_COLUMN = "translation"
+DEFAULT_PROMPT_TEMPLATE = "Translate {source_lang} to {target_lang}:\n{source}\n"
+PROMPT_FIELDS = ("source_lang", "target_lang", "source")
+# English names of the languages of common translation corpora (WMT, IWSLT, Multi30k, FLORES), for prompts.
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "et": "Estonian",
+    "fi": "Finnish", "fr": "French", "gu": "Gujarati", "ha": "Hausa", "hi": "Hindi", "is": "Icelandic",
+    "it": "Italian", "ja": "Japanese", "kk": "Kazakh", "km": "Khmer", "ko": "Korean", "lt": "Lithuanian",
+    "lv": "Latvian", "nl": "Dutch", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "ro": "Romanian",
+    "ru": "Russian", "ta": "Tamil", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+}  # fmt: skip
+
+
+def language_name(code: str) -> str:
+    """The English name of a language code (``de`` and mBART's ``de_DE`` give German); unknown codes as given."""
+    return LANGUAGE_NAMES.get(code.split("_")[0].split("-")[0].lower(), code)
+
+
+def check_prompt_template(template: str) -> None:
+    """DataError unless ``template`` is a format string of only {source_lang}, {target_lang} and {source},
+    with {source}."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise DataError(f"--prompt_template {template!r} is not a format string: {error}") from None
+    unknown = sorted(names - set(PROMPT_FIELDS))
+    if unknown or "source" not in names:
+        raise DataError(
+            f"--prompt_template must contain {{source}} and may contain {{source_lang}} and {{target_lang}}; "
+            f"got {template!r}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
 
 
 def check_language_pair(source_lang: str | None, target_lang: str | None) -> None:
@@ -153,6 +185,60 @@ def tokenize_translation(
         targets = tokenizer(text_target=batch["target"], max_length=max_target_length, truncation=True)
         encoded["labels"] = targets["input_ids"]
         return dict(encoded)
+
+    return datasets.DatasetDict(
+        {
+            split: split_ds.map(
+                encode,
+                batched=True,
+                remove_columns=split_ds.column_names,
+                num_proc=num_proc,
+                desc=f"Tokenizing {split}",
+            )
+            for split, split_ds in ds.items()
+        }
+    )
+
+
+def tokenize_causal_translation(
+    ds: datasets.DatasetDict,
+    tokenizer,
+    *,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    source_lang: str,
+    target_lang: str,
+    max_source_length: int,
+    max_target_length: int,
+    num_proc: int | None = None,
+) -> datasets.DatasetDict:
+    """Tokenise ``source``/``target`` for a decoder-only model: ``input_ids`` = prompt + target + eos, and
+    ``labels`` the same with -100 on the prompt, so that only the target (and its end) is scored.
+
+    The prompt is ``prompt_template`` filled with the source text and the languages' English names
+    (:func:`language_name`), after the tokenizer's BOS token if the tokenizer adds one itself; it is truncated
+    to ``max_source_length`` tokens and the target to ``max_target_length`` tokens, eos included. Both are
+    tokenised apart (no special tokens of their own), so the prompt is exactly what generation is given.
+    ``DataCollatorForSeq2Seq`` pads them per batch (labels with -100). All other columns are removed.
+    """
+    check_prompt_template(prompt_template)
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no eos token: a decoder-only model needs one to end its targets")
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+    names = {"source_lang": language_name(source_lang), "target_lang": language_name(target_lang)}
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        prompts = [prompt_template.format(source=text, **names) for text in batch["source"]]
+        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
+        input_ids, labels = [], []
+        for prompt, target in zip(prompt_ids, target_ids, strict=True):
+            prompt = ([bos] if adds_bos else []) + prompt
+            prompt = prompt[:max_source_length]
+            target = target[: max_target_length - 1] + [tokenizer.eos_token_id]
+            input_ids.append(prompt + target)
+            labels.append([-100] * len(prompt) + target)
+        return {"input_ids": input_ids, "attention_mask": [[1] * len(x) for x in input_ids], "labels": labels}
 
     return datasets.DatasetDict(
         {

@@ -6,6 +6,8 @@ themselves for a seq2seq decoder, the next token for a causal LM) and checks its
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..metrics.calibration import TokenCalibration, token_calibration_counts
@@ -102,3 +104,22 @@ class EncouragingTrainerMixin(LossTrainerMixin):
         self._calibration = None
         self.calibration = TokenCalibration.unflatten(self._reduce_sum(local.flatten().to(self.args.device)))
         return self.calibration.metrics() if self.calibration.num_tokens else {}
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        """Adds the decoding settings when evaluation generates (``predict_with_generate``)."""
+        values = super().card_hyperparameters()
+        if getattr(self.args, "predict_with_generate", False):
+            generation = getattr(self.accelerator.unwrap_model(self.model), "generation_config", None)
+            values["generation_num_beams"] = self.args.generation_num_beams or getattr(
+                generation, "num_beams", None
+            )
+            values["generation_max_length"] = self.args.generation_max_length
+        return values
+
+    def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
+        """Adds the sacreBLEU signatures of ``compute_metrics`` (``Seq2SeqMetrics``) to the scores they sign."""
+        split, metrics = super().card_metrics()
+        signatures = getattr(self.compute_metrics, "signatures", None)
+        if metrics and signatures:
+            metrics = {**metrics, **signatures}
+        return split, metrics

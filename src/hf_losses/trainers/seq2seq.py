@@ -109,21 +109,6 @@ class EncouragingSeq2SeqTrainer(EncouragingTrainerMixin, Seq2SeqTrainer):
         _, generated, _ = super().prediction_step(model, source, False, ignore_keys, **gen_kwargs)
         return loss, generated, labels
 
-    def card_hyperparameters(self) -> dict[str, Any]:
-        generation = getattr(self.accelerator.unwrap_model(self.model), "generation_config", None)
-        return {
-            **super().card_hyperparameters(),
-            "generation_num_beams": self.args.generation_num_beams or getattr(generation, "num_beams", None),
-            "generation_max_length": self.args.generation_max_length,
-        }
-
-    def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
-        split, metrics = super().card_metrics()
-        signatures = getattr(self.compute_metrics, "signatures", None)
-        if metrics and signatures:
-            metrics = {**metrics, **signatures}
-        return split, metrics
-
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
