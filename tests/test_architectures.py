@@ -23,8 +23,9 @@ from transformers import (
 )
 
 from hf_losses import EncouragingSeq2SeqConfig, EncouragingSeq2SeqTrainer, MultiLabelConfig, MultiLabelTrainer
-from hf_losses.apps.models import build_translation_model
+from hf_losses.apps.models import build_translation_model, is_decoder_only
 from tests.helpers.tiny import (
+    CAUSAL_ARCHITECTURES,
     ENCODER_ARCHITECTURES,
     NUM_LABELS,
     SEQ2SEQ_ARCHITECTURES,
@@ -32,6 +33,7 @@ from tests.helpers.tiny import (
     one_step_args,
     quick_tiny_training,
     seq2seq_dataset,
+    tiny_causal_lm,
     tiny_encoder_classifier,
     tiny_seq2seq,
     tiny_tokenizer,
@@ -130,6 +132,31 @@ def test_seq2seq_built_from_a_config_json_saves(tmp_path, arch):
     reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "saved")
     assert reloaded.generation_config.forced_eos_token_id == tiny_tokenizer().eos_token_id
     assert_same_weights(weights(reloaded), weights(model))
+
+
+@pytest.mark.parametrize("arch", list(CAUSAL_ARCHITECTURES))
+def test_a_causal_lm_config_json_builds_a_decoder_only_translator(tmp_path, arch):
+    """``translate --model_config`` with a decoder-only config: a causal LM sized to the tokenizer, which
+    pads and stops with the tokenizer's tokens."""
+    tiny_causal_lm(arch, vocab_size=7).config.save_pretrained(tmp_path / "config")
+    model = build_translation_model(str(tmp_path / "config" / "config.json"), tiny_tokenizer())
+    assert is_decoder_only(model.config) and not model.config.is_encoder_decoder
+    assert model.get_output_embeddings().weight.shape[0] == len(tiny_tokenizer())
+    assert (model.generation_config.pad_token_id, model.generation_config.eos_token_id) == (0, 1)
+
+
+@pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))
+def test_seq2seq_configs_are_not_decoder_only(arch):
+    assert not is_decoder_only(tiny_seq2seq(arch).config)
+
+
+def test_encoders_that_transformers_can_run_as_decoders_are_not_translators(tmp_path):
+    transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
+    assert not is_decoder_only(transformers.AutoConfig.from_pretrained(tmp_path))
+    with pytest.raises(ValueError, match="--model_config .*: a bert model neither translates"):
+        build_translation_model(str(tmp_path / "config.json"), tiny_tokenizer())
 
 
 @pytest.mark.parametrize("arch", list(SEQ2SEQ_ARCHITECTURES))

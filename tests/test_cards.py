@@ -114,6 +114,23 @@ def test_translation_card_text():
     assert "eval_runtime" not in text and "1.5" not in text.split("## Results")[1].split("## How")[0]
 
 
+def test_a_decoder_only_translation_card_shows_the_prompt_and_decodes_the_new_tokens():
+    dataset = {
+        **TRANSLATION["dataset"],
+        "prompt_template": "Translate {source_lang} to {target_lang}:\n{source}\n",
+    }
+    extra = {**TRANSLATION["extra"], "decoder_only": True}
+    card = render_model_card("translation", **{**TRANSLATION, "dataset": dataset, "extra": extra})
+    assert card.data.pipeline_tag == "text-generation"
+    assert card.data.to_dict()["model-index"][0]["results"][0]["task"]["type"] == "translation"
+    how = card.text.split("## How to use")[1]
+    assert "AutoModelForCausalLM" in how and "AutoModelForSeq2SeqLM" not in how
+    assert "prompt = 'Translate German to English:\\nDas Haus ist wunderbar.\\n'" in how
+    assert 'outputs[:, inputs["input_ids"].shape[1]:]' in how
+    plain = render_model_card("translation", **TRANSLATION)
+    assert plain.data.pipeline_tag == "translation" and "AutoModelForCausalLM" not in plain.text
+
+
 def test_translation_model_index():
     card = render_model_card("translation", **TRANSLATION)
     data = card.data.to_dict()

@@ -131,3 +131,95 @@ def test_tokenize_translation_with_collator(seq2seq_tokenizer):
         [out["train"][0], out["train"][1]]
     )
     assert batch["input_ids"].shape[0] == 2 and (batch["labels"] == -100).any()
+
+
+# -------------------------------------------------------------------- decoder-only: prompt + target
+
+
+def with_bos(tokenizer):
+    """A copy of ``tokenizer`` that, like Llama's and Gemma's, starts every sequence with <s> (and adds no eos)."""
+    from tokenizers import processors
+
+    copy = tokenizer.__class__(
+        tokenizer_object=tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str()),
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+    copy.add_special_tokens({"bos_token": "<s>"})
+    copy.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", copy.bos_token_id)]
+    )
+    return copy
+
+
+def test_causal_examples_are_prompt_then_target_with_the_loss_on_the_target(seq2seq_tokenizer):
+    from hf_losses.data import tokenize_causal_translation
+
+    tok = seq2seq_tokenizer
+    pairs = select_translation_columns(_dd(train=PAIRS), source_lang="de", target_lang="en")
+    out = tokenize_causal_translation(
+        pairs, tok, source_lang="de", target_lang="en", max_source_length=64, max_target_length=64
+    )["train"]
+    assert sorted(out.column_names) == ["attention_mask", "input_ids", "labels"]
+    for row, pair in zip(out, PAIRS, strict=True):
+        prompt = tok(f"Translate German to English:\n{pair['translation']['de']}\n", add_special_tokens=False)
+        target = tok(pair["translation"]["en"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        n = len(prompt["input_ids"])
+        assert row["input_ids"] == prompt["input_ids"] + target  # this tokenizer adds no bos: none added
+        assert row["labels"] == [-100] * n + target
+        assert row["attention_mask"] == [1] * len(row["input_ids"])
+        assert tok.eos_token_id not in row["input_ids"][:n]  # its post-processor's </s> is not in the prompt
+    assert tok.decode([t for t in out[1]["labels"] if t >= 0], skip_special_tokens=True) == "Good."
+
+
+def test_causal_examples_start_with_bos_when_the_tokenizer_adds_one_and_truncate_each_part(seq2seq_tokenizer):
+    from hf_losses.data import tokenize_causal_translation
+
+    tok = with_bos(seq2seq_tokenizer)
+    assert tok("a")["input_ids"][0] == tok.bos_token_id
+    pairs = select_translation_columns(_dd(train=PAIRS), source_lang="de", target_lang="en")
+    out = tokenize_causal_translation(
+        pairs,
+        tok,
+        prompt_template="{source} =>",
+        source_lang="de",
+        target_lang="en",
+        max_source_length=3,
+        max_target_length=2,
+    )["train"]
+    for row in out:
+        assert row["input_ids"][0] == tok.bos_token_id and len(row["input_ids"]) == 3 + 2
+        assert row["labels"][:3] == [-100] * 3 and row["labels"][-1] == tok.eos_token_id
+        assert row["labels"][3] == row["input_ids"][3] != tok.eos_token_id
+
+
+@pytest.mark.parametrize(
+    "template, words",
+    [
+        ("Translate {source_lang}: ", ["{source}"]),
+        ("{source} in {language}", ["unknown: language"]),
+        ("{source", ["not a format string"]),
+    ],
+)
+def test_bad_prompt_templates_are_one_line_errors_naming_the_flag(template, words):
+    from hf_losses.data import check_prompt_template
+
+    with pytest.raises(DataError, match="--prompt_template") as error:
+        check_prompt_template(template)
+    for word in words:
+        assert word in str(error.value)
+    assert "\n" not in str(error.value).replace(repr(template), "")
+
+
+def test_language_names_for_prompts():
+    from hf_losses.data import language_name
+
+    assert [language_name(c) for c in ("de", "en", "fr", "de_DE", "zh-Hans", "xx")] == [
+        "German",
+        "English",
+        "French",
+        "German",
+        "Chinese",
+        "xx",
+    ]

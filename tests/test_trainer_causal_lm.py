@@ -4,6 +4,7 @@ One SGD step is checked against the float64 formula (tests/reference.py) over th
 of it into accumulation steps; three steps of the fused head against the unfused path, for every family.
 """
 
+import datasets
 import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq
@@ -241,3 +242,68 @@ def test_hidden_states_and_head_reproduce_the_logits(arch):
     hidden, weight, bias = run_without_lm_head(model, input_ids=input_ids, attention_mask=attention_mask)
     assert weight is model.get_output_embeddings().weight and bias is None
     torch.testing.assert_close(hidden @ weight.T, logits, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ evaluation with generation (issue 19)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_prompts_of_takes_each_prompt_left_padded_whichever_side_the_batch_was_padded(side):
+    from hf_losses.trainers.causal_lm import prompts_of
+
+    rows = list(prompt_completion_dataset(6))
+    tokenizer = tiny_tokenizer()
+    tokenizer.padding_side = side
+    batch = DataCollatorForSeq2Seq(tokenizer)(rows)
+    ids, mask = prompts_of(batch["input_ids"], batch["attention_mask"], batch["labels"], pad_token_id=0)
+    prompts = [
+        [t for t, label in zip(r["input_ids"], r["labels"], strict=True) if label == -100] for r in rows
+    ]
+    width = max(len(p) for p in prompts)
+    assert ids.shape == mask.shape == (len(rows), width)
+    for row_ids, row_mask, prompt in zip(ids.tolist(), mask.tolist(), prompts, strict=True):
+        assert row_ids == [0] * (width - len(prompt)) + prompt
+        assert row_mask == [0] * (width - len(prompt)) + [1] * len(prompt)
+
+
+def test_predict_with_generate_returns_the_tokens_generated_after_each_prompt(tmp_path):
+    """Predictions equal generating from each prompt alone; the loss is the teacher-forced one of plain
+    evaluation; the labels are the targets."""
+    rows = [r for r in prompt_completion_dataset(8) if r["labels"][0] == -100]  # rows with a prompt
+    dataset = datasets.Dataset.from_list(rows)
+    trainer = EncouragingCausalLMTrainer(
+        model=tiny_causal_lm("llama"),
+        args=EncouragingCausalLMConfig(
+            **one_step_args(str(tmp_path)),
+            **CEL,
+            predict_with_generate=True,
+            generation_max_length=4,
+            per_device_eval_batch_size=3,
+        ),
+        train_dataset=dataset,
+        data_collator=collator(),
+    )
+    output = trainer.predict(dataset)
+    plain = trainer.evaluate(dataset)
+    assert output.metrics["test_loss"] == pytest.approx(plain["eval_loss"], rel=1e-6)
+    model = trainer.model.eval()
+    for row, predicted, label in zip(rows, output.predictions, output.label_ids, strict=True):
+        prompt = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab == -100]
+        alone = model.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=4, do_sample=False, pad_token_id=0
+        )[0, len(prompt) :].tolist()
+        kept = [t for t in predicted.tolist() if t != -100]
+        assert kept[: len(alone)] == alone and all(t == 0 for t in kept[len(alone) :])
+        assert [t for t in label.tolist() if t != -100] == [t for t in row["labels"] if t != -100]
+
+
+def test_generation_settings_reach_generate_and_the_card(tmp_path):
+    trainer = make_trainer(
+        tmp_path, predict_with_generate=True, generation_max_length=3, generation_num_beams=2
+    )
+    config = trainer.generation_config(trainer.model)
+    assert (config.max_new_tokens, config.num_beams, config.pad_token_id) == (3, 2, 0)
+    assert trainer.model.generation_config.num_beams != 2  # the model's own settings are left alone
+    hyper = trainer.card_hyperparameters()
+    assert (hyper["generation_num_beams"], hyper["generation_max_length"]) == (2, 3)
+    assert "generation_num_beams" not in make_trainer(tmp_path / "plain").card_hyperparameters()

@@ -22,7 +22,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_losses.data import load_raw_datasets, select_translation_columns
-from tests.helpers.tiny import tiny_marian_config
+from tests.helpers.tiny import tiny_causal_lm, tiny_marian_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "translate.py"
@@ -73,6 +73,9 @@ def data_dir(tmp_path_factory) -> Path:
         )
     config = tiny_marian_config(200)
     config.save_pretrained(root / "tiny-marian")
+    tiny_causal_lm(
+        "llama", hidden_size=64, intermediate_size=128, max_position_embeddings=96
+    ).config.save_pretrained(root / "tiny-llama")
     return root
 
 
@@ -568,6 +571,146 @@ def test_bad_input_through_the_real_entry_point(data_dir, tmp_path, case):
 @pytest.mark.parametrize("case", [c for c in BAD_CASES if c not in REAL_ENTRY_POINT_CASES])
 def test_bad_input_through_the_real_entry_point_all(data_dir, tmp_path, case):
     test_bad_input_through_the_real_entry_point(data_dir, tmp_path, case)
+
+
+# ---------------------------------------------------------------------------- decoder-only models
+
+
+def decoder_only(data: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """A tiny Llama (hidden 64, 96 positions) from its config.json, trained to memorise the training pairs."""
+    flags = tiny(data, tmp_path, "--model_config", str(data / "tiny-llama" / "config.json"))
+    return [
+        *flags,
+        *("--max_source_length", "48", "--max_target_length", "32", "--learning_rate", "5e-3"),
+        *("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8"),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_decoder_only_model_learns_to_translate_its_prompts(
+    translate, data_dir, tmp_path, monkeypatch, fused
+):
+    """Prompt + target, the loss on the target only, generation from the prompt alone: a tiny Llama that
+    memorises the 8 training pairs translates every one of them (BLEU 100 on the training file)."""
+    out = tmp_path / "out"
+    flags = decoder_only(data_dir, tmp_path, "--do_train", "--do_eval", "--predict_with_generate")
+    flags += ["--max_steps", "120", "--loss", "cel", "--output_dir", str(out)]
+    flags += ["--fused_lm_head"] if fused else []
+    train = str(data_dir / "train.jsonl")
+    run_main(translate, monkeypatch, ["--train_file", train, "--validation_file", train, *flags])
+
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_bleu"] == pytest.approx(100.0) and results["eval_chrf"] == pytest.approx(100.0)
+    assert results["eval_nll_loss"] < 0.1 and "eval_ece" in results
+    predictions = (out / "eval_predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert predictions == [p["en"] for p in pairs(SIZES["train"])]
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "text-generation"
+    assert "AutoModelForCausalLM" in card.text and "'Translate German to English:\\nDas Haus" in card.text
+
+
+def test_a_decoder_only_checkpoint_without_a_pad_token_pads_with_eos(
+    translate, data_dir, tmp_path, monkeypatch
+):
+    """--model_name_or_path of a causal LM whose tokenizer has no pad token (as Llama's): it pads with eos."""
+    from hf_losses.apps.tokenizers import train_tokenizer
+
+    checkpoint = tmp_path / "llama"
+    tokenizer = train_tokenizer([*DE, *EN], vocab_size=120, kind="seq2seq")
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(checkpoint)
+    model = tiny_causal_lm("llama", vocab_size=len(tokenizer), pad_token_id=None, max_position_embeddings=96)
+    model.save_pretrained(checkpoint)
+    out = tmp_path / "out"
+    flags = decoder_only(data_dir, tmp_path, "--do_train", "--do_eval", "--predict_with_generate")
+    flags += ["--model_name_or_path", str(checkpoint), "--max_steps", "2", "--output_dir", str(out)]
+    run_main(translate, monkeypatch, [*files(data_dir, "train", "validation"), *flags])
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_bleu", "eval_chrf", "eval_loss"} <= set(results)
+    assert AutoTokenizer.from_pretrained(out).pad_token == "</s>"
+
+
+def _decoder_only_bad_cases(data_dir):
+    bert = data_dir / "tiny-bert"
+    if not bert.exists():
+        from transformers import BertConfig
+
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+            bert
+        )
+    return {
+        "source_prefix": (
+            ["--source_prefix", "translate: "],
+            ["--source_prefix", "decoder-only", "--prompt_template"],
+        ),
+        "forced_bos": (["--forced_bos_token", "en_XX"], ["--forced_bos_token", "decoder-only"]),
+        "positions": (
+            ["--max_source_length", "80", "--max_target_length", "32"],
+            ["--max_source_length + --max_target_length = 112", "96 positions"],
+        ),
+        "generation_positions": (
+            ["--generation_max_length", "60"],
+            ["--max_source_length + --generation_max_length = 108", "96 positions"],
+        ),
+        "template": (
+            ["--prompt_template", "Translate: {text}"],
+            ["--prompt_template", "{source}", "unknown: text"],
+        ),
+        "not_a_generator": (
+            ["--model_config", str(bert / "config.json")],
+            ["--model_config", "bert", "encoder-decoder", "decoder-only"],
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["source_prefix", "forced_bos", "positions", "generation_positions", "template", "not_a_generator"],
+)
+def test_decoder_only_bad_input_is_one_line_and_exit_2(
+    translate, data_dir, tmp_path, monkeypatch, capsys, case
+):
+    flags, fragments = _decoder_only_bad_cases(data_dir)[case]
+    out = tmp_path / "out"
+    args = [
+        *files(data_dir, "train"),
+        *decoder_only(data_dir, tmp_path, "--do_train", "--output_dir", str(out)),
+    ]
+    code, stderr = run_cli(translate, monkeypatch, capsys, [*args, *flags])
+    assert code == 2
+    line = one_error_line(stderr)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_decoder_only_model_on_the_real_multi30k_files(translate, tmp_path, monkeypatch):
+    """The real Multi30k De-En files (../shared/data), a tiny Llama from its config: trains, generates, scores."""
+    data = ROOT.parent / "shared" / "data" / "multi30k"
+    if not (data / "train.jsonl").is_file():
+        pytest.skip("../shared/data/multi30k is not on this machine")
+    config = tmp_path / "llama"
+    tiny_causal_lm(
+        "llama", hidden_size=64, intermediate_size=128, max_position_embeddings=160
+    ).config.save_pretrained(config)
+    out = tmp_path / "out"
+    flags = [
+        *("--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl")),
+        *("--source_lang", "de", "--target_lang", "en", "--model_config", str(config / "config.json")),
+        *("--vocab_size", "2000", "--max_train_samples", "2000", "--max_eval_samples", "64"),
+        *("--max_source_length", "64", "--max_target_length", "64", "--generation_max_length", "32"),
+        *("--do_train", "--do_eval", "--predict_with_generate", "--loss", "cel", "--fused_lm_head"),
+        *("--max_steps", "60", "--learning_rate", "3e-3", "--per_device_train_batch_size", "32"),
+        *("--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(out)),
+    ]
+    run_main(translate, monkeypatch, flags)
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_samples"] == 64 and results["eval_bleu"] >= 0 and results["eval_chrf"] > 5
+    assert results["train_loss"] < results["eval_loss"] + 5 and results["eval_nll_loss"] < 7.6  # < log(2000)
+    assert len((out / "eval_predictions.txt").read_text(encoding="utf-8").splitlines()) == 64
 
 
 # ------------------------------------------------------------------------------------- output_dir

@@ -413,9 +413,8 @@ CAUSAL_ARCHITECTURES: dict[str, tuple[str, str, dict]] = {
 def tiny_causal_lm(name: str, seed: int = 0, **overrides):
     """A tiny, randomly initialised decoder-only LM of architecture ``name`` (a key of CAUSAL_ARCHITECTURES)."""
     model_class, config_class, kwargs = CAUSAL_ARCHITECTURES[name]
-    config = getattr(transformers, config_class)(
-        vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2, **{**kwargs, **overrides}
-    )
+    special = dict(vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    config = getattr(transformers, config_class)(**{**special, **kwargs, **overrides})
     torch.manual_seed(seed)
     return getattr(transformers, model_class)(config)
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_MASKED_LM_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -138,8 +139,13 @@ def preset_vocab_size(model_config: str) -> int | None:
 
 
 def is_decoder_only(config) -> bool:
-    """A causal LM without an encoder (Llama, Qwen, Gemma, GPT-2, ...): it translates a prompt."""
-    return not getattr(config, "is_encoder_decoder", False) and type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+    """A causal LM without an encoder (Llama, Qwen, Gemma, GPT-2, ...): it translates a prompt. Encoders that
+    transformers can also run as decoders (BERT, RoBERTa: masked LMs first) do not count."""
+    return (
+        not getattr(config, "is_encoder_decoder", False)
+        and type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+        and type(config) not in MODEL_FOR_MASKED_LM_MAPPING
+    )
 
 
 def check_translation_config(config, flag: str) -> None:
