@@ -1166,3 +1166,23 @@ def test_invalid_bonus_options(kw, message):
         with pytest.raises(ValueError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "dtype, bound_g, bound_h", [(torch.float32, 1e-6, 5e-6), (torch.float64, 1e-13, 1e-13)]
+)
+def test_the_cosine_interpolants_are_exact_to_the_compute_dtype(dtype, bound_g, bound_h):
+    """The kernel's sine-free cosine bonus: cos(pi p) - 1 = s G(s) and pi p sin(pi p) = s H(s), s = p^2,
+    evaluated by its own Horner routine in `dtype` over p in [0, 1], against math in float64."""
+    from hf_losses.losses.ops.encouraging import COSINE_G_H, _polynomial
+
+    p = torch.linspace(0, 1, 100_001, dtype=F64)
+    s = (p * p).to(dtype)
+    g, h = COSINE_G_H[dtype]
+    bonus = (_polynomial(s, g, out=torch.empty_like(s)) * s).to(F64)
+    ratio = (_polynomial(s, h, out=torch.empty_like(s)) * s).to(F64)
+    exact_bonus = -2 * torch.sin(math.pi * p / 2) ** 2  # cos(pi p) - 1 without cancellation
+    exact_ratio = math.pi * p * torch.sin(math.pi * p)
+    # relative per class for the bonus (|G| >= 2), absolute for r (it enters the gradient times e rho / V)
+    assert ((bonus - exact_bonus).abs() <= bound_g * exact_bonus.abs() + 1e-300).all()
+    assert (ratio - exact_ratio).abs().max() <= bound_h * math.pi**2
