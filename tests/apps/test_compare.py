@@ -52,6 +52,12 @@ def test_grid_command_order_and_values(tmp_path):
     ]  # fmt: skip
 
 
+def test_a_variant_can_run_fewer_seeds_in_the_grid_order():
+    grid = parse_grid({**GOOD, "seeds": [1, 2, 3], "variant_seeds": {"cel": [3, 1]}})
+    assert grid.seeds_of("cel") == (1, 3) and grid.seeds_of("ce") == (1, 2, 3)
+    assert grid.runs() == [("ce", 1), ("cel", 1), ("ce", 2), ("ce", 3), ("cel", 3)]
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -68,6 +74,13 @@ def test_grid_command_order_and_values(tmp_path):
         ({"args": {"loss": {"a": 1}}}, "values must be strings, numbers, booleans"),
         ({"args": ["--loss", "ce"]}, "args must be a mapping"),
         ({"variant": {}}, "unknown key(s) variant"),
+        ({"variant_seeds": {"el": [1]}}, "variant_seeds.el is not a variant"),
+        (
+            {"variant_seeds": {"cel": [3]}},
+            "variant_seeds.cel must be a non-empty list of distinct seeds out of [1, 2]",
+        ),
+        ({"variant_seeds": {"cel": []}}, "variant_seeds.cel must be a non-empty list"),
+        ({"variant_seeds": [1]}, "variant_seeds must map variant names to lists of seeds"),
     ],
 )
 def test_bad_grids_give_one_line_errors(change, message):
@@ -254,6 +267,25 @@ def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in
     assert main([str(grid), *flags, "--no_figures"]) == 0
     assert len(calls(out)) == 4  # nothing ran again
     assert (out / "ce" / "seed-1" / "compare_done.json").stat().st_mtime_ns == before
+
+
+def test_a_variant_with_fewer_seeds_is_summarised_and_compared_on_its_own_seeds(tmp_path, stand_in):
+    grid = write_grid(tmp_path / "grid.yaml", seeds=[1, 2, 3], variant_seeds={"cel": [2]})
+    out = tmp_path / "out"
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 0
+    assert calls(out) == [
+        "ce/1 resumed=False",
+        "ce/2 resumed=False",
+        "cel/2 resumed=False",
+        "ce/3 resumed=False",
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert results["grid"]["variant_seeds"] == {"cel": [2]}
+    assert (
+        results["summary"]["cel"]["test_bleu"]["n"] == 1 and results["summary"]["ce"]["test_bleu"]["n"] == 3
+    )
+    assert set(results["comparisons"]["cel"]["test_bleu"]["p_value_per_seed"]) == {"2"}
+    assert "seeds [1, 2, 3], `cel` only [2], baseline `ce`" in (out / "report.md").read_text()
 
 
 def test_killed_run_resumes_and_changed_flags_are_refused(tmp_path, stand_in, capsys):

@@ -8,6 +8,7 @@
     variants:
       ce: {loss: ce}
       cel: {loss: cel, log_end: 0.5}
+    variant_seeds: {cel: [1, 2]}  # optional: a variant that runs fewer of the seeds (default: all of them)
 
 Every run is ``python -m hf_losses <translate|classify> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
 variant flags override shared ones; a list value becomes several values (``text_column: [title, body]``);
@@ -27,7 +28,7 @@ __all__ = ["GridError", "Grid", "load_grid", "TASK_COMMANDS"]
 
 TASK_COMMANDS = {"translation": "translate", "classification": "classify"}  # hf-losses commands
 RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
-KEYS = ("task", "seeds", "baseline", "args", "variants", "description")
+KEYS = ("task", "seeds", "baseline", "args", "variants", "variant_seeds", "description")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,6 +45,7 @@ class Grid:
     args: dict[str, Any]
     variants: dict[str, dict[str, Any]]
     description: str = ""
+    variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variants with fewer seeds
     source: str = field(default="", compare=False)
 
     @property
@@ -61,9 +63,13 @@ class Grid:
             raise GridError(f"{where} {name!r} is not a variant; variants: {', '.join(self.variants)}")
         return replace(self, baseline=name)
 
+    def seeds_of(self, variant: str) -> tuple[int, ...]:
+        """The seeds ``variant`` runs: its ``variant_seeds`` entry, else all of them."""
+        return self.variant_seeds.get(variant, self.seeds)
+
     def runs(self) -> list[tuple[str, int]]:
         """(variant, seed) in the order they run: seed by seed, so a partial grid has whole seeds."""
-        return [(v, s) for s in self.seeds for v in self.variants]
+        return [(v, s) for s in self.seeds for v in self.variants if s in self.seeds_of(v)]
 
     def argv(self, variant: str, seed: int, output_dir: Path) -> list[str]:
         """The ``hf-losses`` arguments of one run: ``translate --flag value ... --seed k --output_dir DIR``."""
@@ -139,8 +145,37 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         args=_check_flags("args", data.get("args")),
         variants=checked,
         description=description.strip(),
+        variant_seeds=_check_variant_seeds(source, data.get("variant_seeds"), seeds, checked),
         source=source,
     ).with_baseline(data["baseline"], where=f"{source}: baseline")
+
+
+def _check_variant_seeds(
+    source: str, value: Any, seeds: list[int], variants: dict
+) -> dict[str, tuple[int, ...]]:
+    """variant_seeds: variant -> a non-empty list of distinct seeds, each one of the grid's seeds."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GridError(f"{source}: variant_seeds must map variant names to lists of seeds")
+    checked = {}
+    for name, subset in value.items():
+        if name not in variants:
+            raise GridError(
+                f"{source}: variant_seeds.{name} is not a variant; variants: {', '.join(variants)}"
+            )
+        if (
+            not isinstance(subset, list)
+            or not subset
+            or len(set(subset)) != len(subset)
+            or not all(s in seeds for s in subset)
+        ):
+            raise GridError(
+                f"{source}: variant_seeds.{name} must be a non-empty list of distinct seeds out of {seeds}; "
+                f"got {subset!r}"
+            )
+        checked[name] = tuple(s for s in seeds if s in subset)
+    return checked
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -80,6 +80,7 @@ def aggregate_grid(
             "source": grid.source,
             "task": grid.task,
             "seeds": list(grid.seeds),
+            "variant_seeds": {name: list(seeds) for name, seeds in grid.variant_seeds.items()},
             "baseline": grid.baseline,
             "description": grid.description,
             "args": grid.args,

@@ -87,7 +87,9 @@ def write_report(
         command,
         "```",
         "",
-        f"Task `{grid.task}` (`hf-losses {grid.app}`), seeds {list(grid.seeds)}, baseline `{grid.baseline}`. "
+        f"Task `{grid.task}` (`hf-losses {grid.app}`), seeds {list(grid.seeds)}"
+        + "".join(f", `{name}` only {list(seeds)}" for name, seeds in grid.variant_seeds.items())
+        + f", baseline `{grid.baseline}`. "
         f"Runs finished: {len(finished)} of {len(runs)}.",
         "",
         "## Settings",

@@ -9,6 +9,7 @@ with a small probability from bounded factors, so float32 matches float64 to ~1e
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 from typing import NamedTuple
@@ -21,10 +22,11 @@ from numpy.polynomial import Chebyshev, Polynomial
 from .utils import chunk_rows, compute_dtype, no_double_backward, row_workers, take_saved_gradient
 
 LOG2_E = math.log2(math.e)
-# Elements of scratch per float32 buffer of the EL loss on CPU, split between its row workers (one worker:
-# all of it; four: 1 << 18 each). The three buffers of a chunk (12 MiB) stay in a server's L3 cache, and
-# each vector op is large enough that the per-op costs (Python, row-sized ops, thread synchronisation,
-# which is expensive when another process competes for the cores) stay small.
+# Elements of scratch per float32 buffer of the EL loss on CPU, for each row worker: its three buffers of a
+# chunk (12 MiB) stay in a server's L3 cache, and each vector op is large enough that the per-op costs (Python
+# and the GIL shared by the workers, row-sized ops, thread synchronisation, which is expensive when another
+# process competes for the cores) stay small. (Splitting one such budget between two workers made the
+# workers' Python share, under one GIL, cost bf16 4096x32000 CEL ~0.1 of F.cross_entropy's time at two threads.)
 EL_CPU_ELEMENTS = 1 << 20
 
 
@@ -307,11 +309,17 @@ def _buffer_bonus(x, scratch, s: RowSettings, lse, target: _Held, top: _Top | No
 
 def _polynomial(s: torch.Tensor, coefficients: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     """sum_k c_k s^k by Horner's rule into `out`, one fused pass per coefficient."""
-    *low, high = coefficients
-    torch.add(s.new_tensor(low.pop()), s, alpha=high, out=out)
+    *low, _ = _coefficient_tensors(coefficients, s.dtype, s.device)
+    torch.add(low.pop(), s, alpha=coefficients[-1], out=out)
     for c in reversed(low):
-        torch.addcmul(s.new_tensor(c), out, s, out=out)
+        torch.addcmul(c, out, s, out=out)
     return out
+
+
+@functools.cache
+def _coefficient_tensors(coefficients: tuple[float, ...], dtype, device) -> tuple[torch.Tensor, ...]:
+    """The coefficients as 0-d tensors (addcmul's first operand), made once per dtype and device."""
+    return tuple(torch.tensor(c, dtype=dtype, device=device) for c in coefficients)
 
 
 def _buffer_log(x, scratch, s: RowSettings, scale, target: _Held, top: _Top | None, active):
@@ -430,7 +438,7 @@ class FusedEncouragingLoss(torch.autograd.Function):
         workers = None
         if device.type == "cpu" and not torch.compiler.is_compiling():
             workers = row_workers()
-        rows = chunk_rows(n, vocab, device, EL_CPU_ELEMENTS // (workers[1] if workers else 1))
+        rows = chunk_rows(n, vocab, device, EL_CPU_ELEMENTS)
         starts = range(0, n, rows)
 
         def run_chunk(start: int, scratch: list[torch.Tensor]) -> None:

@@ -12,8 +12,8 @@ import torch
 
 # Elements of one float32 scratch buffer, the unit of a chunk of rows. On CPU, for a kernel that runs on one
 # thread (the APL pass, the EL kernel inside the fused head's chunk of logits): small enough that the
-# buffers stay in a core's cache (1 MiB each). The EL loss on its own splits a larger budget between its
-# row workers: EL_CPU_ELEMENTS in ops/encouraging.py. On CUDA: one buffer of 64 MiB.
+# buffers stay in a core's cache (1 MiB each). The EL loss on its own gives each of its row workers a larger
+# budget: EL_CPU_ELEMENTS in ops/encouraging.py. On CUDA: one buffer of 64 MiB.
 CPU_SCRATCH_ELEMENTS = 1 << 18
 CUDA_CHUNK_ELEMENTS = 1 << 24
 
