@@ -88,3 +88,23 @@ def test_quick_fused_head_benchmark_writes_its_table(tmp_path):
     )
     table = (tmp_path / "fused_head.md").read_text()
     assert "`--fused_lm_head`" in table and "python -m benchmarks.fused_head --quick" in table
+
+
+def test_el_threads_compares_its_layouts_on_a_small_batch():
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.el_threads",
+        "--rows",
+        "64",
+        "--vocab",
+        "300",
+        "--repeats",
+        "1",
+    ]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("bf16 64x300, 2 threads")
+    rows = [line.split(" | ")[0].strip("| ") for line in lines[3:]]
+    assert rows == ["workers", "intra-op"]
+    assert all(line.count("x)") == 2 for line in lines[3:])

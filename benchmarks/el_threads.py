@@ -1,0 +1,93 @@
+"""How the EL kernel shares two CPU threads: its row workers against intra-op threads, per chunk budget.
+
+    python -m benchmarks.el_threads                    # all layouts, the machine as it is
+    python -m benchmarks.el_threads --layouts workers,intra-op
+
+Each layout runs in its own process with ``--threads`` torch threads and times forward+backward of a bf16
+``--rows`` x ``--vocab`` batch (4096x32000) (best of ``--repeats``): ``F.cross_entropy`` (LS 0.1), CEL (LE 0.5, LS 0.1) and the cosine
+bonus (LS 0.1). Layouts: ``workers`` (the kernel as shipped: one row worker per thread, each with a chunk of
+``EL_CPU_ELEMENTS`` elements per scratch buffer), ``workers-half`` (the budget before issue 18: one chunk
+budget split between the workers), ``intra-op`` (no row workers: every torch op of a chunk uses all threads).
+Run it on a quiet machine, then beside a busy process, to see what each layout costs when a core is taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+LAYOUTS = ("workers", "workers-half", "intra-op")
+
+
+def time_layout(layout: str, threads: int, repeats: int, rows: int, vocab: int) -> dict[str, float]:
+    """Milliseconds of each loss in this process, the kernel set to `layout`."""
+    import torch
+    import torch.nn.functional as F
+
+    import hf_losses.losses.ops.encouraging as kernel
+    from hf_losses import encouraging_loss
+
+    torch.set_num_threads(threads)
+    if layout == "intra-op":
+        kernel.row_workers = lambda: None
+    elif layout == "workers-half":
+        kernel.EL_CPU_ELEMENTS //= threads
+    torch.manual_seed(0)
+    logits = torch.randn(rows, vocab).bfloat16().requires_grad_()
+    target = torch.randint(0, vocab, (rows,))
+    losses = {
+        "cross_entropy": lambda: F.cross_entropy(logits, target, label_smoothing=0.1),
+        "cel": lambda: encouraging_loss(logits, target, log_end=0.5, label_smoothing=0.1),
+        "cosine": lambda: encouraging_loss(logits, target, bonus="cosine", label_smoothing=0.1),
+    }
+    times = {}
+    for name, loss in losses.items():
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first call warms up
+            start = time.perf_counter()
+            loss().backward()
+            best = min(best, time.perf_counter() - start)
+            logits.grad = None
+        times[name] = 1e3 * best
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help=f"comma-separated, of {', '.join(LAYOUTS)}"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(time_layout(args.child, args.threads, args.repeats, args.rows, args.vocab)))
+        return
+    layouts = args.layouts.split(",")
+    unknown = [layout for layout in layouts if layout not in LAYOUTS]
+    if unknown:
+        parser.error(f"--layouts: unknown {', '.join(unknown)}; allowed: {', '.join(LAYOUTS)}")
+    print(
+        f"bf16 {args.rows}x{args.vocab}, {args.threads} threads, best of {args.repeats} (ms; x F.cross_entropy)"
+    )
+    print("| layout | F.cross_entropy | CEL LE 0.5 | cosine bonus |\n|---|---:|---:|---:|")
+    for layout in layouts:
+        command = [sys.executable, "-m", "benchmarks.el_threads", "--child", layout]
+        command += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        command += ["--rows", str(args.rows), "--vocab", str(args.vocab)]
+        times = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        ce = times["cross_entropy"]
+        cells = [f"{ce:.0f}"] + [f"{times[k]:.0f} ({times[k] / ce:.2f}x)" for k in ("cel", "cosine")]
+        print(f"| {layout} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
