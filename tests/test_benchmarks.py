@@ -101,6 +101,8 @@ def test_el_threads_compares_its_layouts_on_a_small_batch():
         "300",
         "--repeats",
         "1",
+        "--layouts",
+        "workers,intra-op",
     ]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout
     lines = out.splitlines()
