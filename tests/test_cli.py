@@ -27,6 +27,15 @@ def test_commands_dispatch_with_the_flags_of_their_application(monkeypatch, caps
     assert info.value.code == 2 and err == "hf-losses translate: error: unrecognized arguments: --bogus 1"
 
 
+def test_compare_errors_and_reports_name_the_command_the_user_ran(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["hf-losses", "compare", str(tmp_path / "missing.yaml")])
+    assert cli.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("hf-losses compare: error: ") and "missing.yaml" in err and len(err.splitlines()) == 1
+    )
+
+
 def test_unknown_or_missing_command(capsys):
     assert cli.main(["train"]) == 2
     assert capsys.readouterr().err.strip() == (

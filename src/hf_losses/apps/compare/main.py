@@ -123,9 +123,14 @@ def aggregate_grid(
     return results
 
 
+def program() -> str:
+    """How the user called the runner: ``hf-losses compare`` (hf_losses.cli names it so), else ``compare.py``."""
+    return sys.argv[0] if sys.argv[0].startswith("hf-losses") else "compare.py"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="compare.py",
+        prog=program(),
         description="Run a grid of translate/classify runs over variants and seeds; compare them with the baseline.",
     )
     parser.add_argument("grid", help="YAML grid file (task, seeds, baseline, args, variants)")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     folder held by another runner)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    prog = "compare.py"
+    prog = program()
     try:
         grid = load_grid(args.grid)
         if args.bootstrap_samples < 1:
@@ -163,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             # another baseline is a second report on the same runs: no run starts, the figures stay
             grid, suffix = grid.with_baseline(args.baseline), f"-vs-{args.baseline}"
         report_only, figures = args.report_only or bool(suffix), not (args.no_figures or suffix)
-        command_line = " ".join(shlex.quote(a) for a in ["python", "scripts/compare.py", *argv])
+        launcher = (
+            ["hf-losses", "compare"] if prog.startswith("hf-losses") else ["python", "scripts/compare.py"]
+        )
+        command_line = " ".join(shlex.quote(a) for a in [*launcher, *argv])
         status = 0
         if not report_only:
             check_variants(grid, output_dir)
