@@ -412,3 +412,38 @@ def test_class_thresholds_and_a_prior_bias_through_the_script(tmp_path, data_dir
     share = np.array([(sum(name in r for r in rows) + 1) / (len(rows) + 2) for name in names])
     bias = load_file(str(out / "model.safetensors"))["classifier.bias"].double().numpy()
     np.testing.assert_allclose(bias, np.log(share / (1 - share)), rtol=1e-5, atol=1e-6)
+
+
+def test_max_seq_length_beyond_the_models_positions_is_one_line(
+    tmp_path, data_dir, monkeypatch, capsys, load_script
+):
+    """A RoBERTa checkpoint numbers its 34 position rows after padding_idx 1: 32 tokens, so 33 is refused."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from hf_losses.apps.models import embedded_positions
+    from hf_losses.apps.tokenizers import train_tokenizer
+
+    checkpoint = tmp_path / "roberta"
+    tokenizer = train_tokenizer(["a few words", "and some more words"], vocab_size=60, kind="classification")
+    tokenizer.save_pretrained(checkpoint)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=34, pad_token_id=1,
+    )  # fmt: skip
+    model = RobertaForSequenceClassification(config)
+    model.save_pretrained(checkpoint)
+    assert embedded_positions(model) == 32
+    script, out = load_script(), tmp_path / "out"
+    args = data_args(data_dir)
+    del args[args.index("--model_config") : args.index("--model_config") + 2]
+    args += ["--model_name_or_path", str(checkpoint), "--max_seq_length", "33"]
+    monkeypatch.setattr(sys, "argv", ["classify.py", *args, "--output_dir", str(out)])
+    with pytest.raises(SystemExit) as exit_info, script.runs.one_line_errors():
+        script.main(*script.make_parser().parse_args_and_recipe())
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        "classify.py: error: --max_seq_length 33 is beyond the 32 positions the model can embed: "
+        "pass --max_seq_length 32 or less"
+    )
+    assert not out.exists()

@@ -42,7 +42,7 @@ from transformers import DataCollatorWithPadding
 from hf_losses import MultiLabelConfig, MultiLabelTrainer
 from hf_losses.apps import RECIPES, runs
 from hf_losses.apps.corpora import synthetic_multilabel_corpus
-from hf_losses.apps.models import load_classifier, set_classifier_bias_to_prior
+from hf_losses.apps.models import embedded_positions, load_classifier, set_classifier_bias_to_prior
 from hf_losses.apps.runs.logs import logger
 from hf_losses.apps.runs.outputs import SCORES, TEST_PREDICTIONS
 from hf_losses.data import prepare_multilabel, read_class_names, tokenize_multilabel
@@ -171,6 +171,12 @@ class ClassificationRun(runs.TaskRun):
         tokenizer, model = load_classifier(
             self.model_args, self.label_names, texts, self.data_args.max_seq_length, resume
         )
+        positions = embedded_positions(model)
+        if positions is not None and self.data_args.max_seq_length > positions:
+            raise runs.UsageError(
+                f"--max_seq_length {self.data_args.max_seq_length} is beyond the {positions} positions the model "
+                f"can embed: pass --max_seq_length {positions} or less"
+            )
         model.config.threshold = self.args.threshold
         if self.model_args.classifier_bias_prior and resume is None and "train" in splits:
             targets = np.zeros((len(splits["train"]), len(self.label_names)), dtype=np.int64)

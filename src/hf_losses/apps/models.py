@@ -219,6 +219,18 @@ def position_limits(config) -> dict[str, int]:
     return {side: limit for side, limit in limits.items() if limit}
 
 
+def embedded_positions(model: PreTrainedModel) -> int | None:
+    """How many tokens an encoder's learned position table can embed (None: no such table, e.g. rotary or
+    relative positions). RoBERTa-style models number positions after their padding index, which costs
+    padding_idx + 1 rows (514 rows: 512 tokens)."""
+    embeddings = getattr(model.base_model, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        return None
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return table.num_embeddings - (padding_idx + 1 if padding_idx is not None else 0)
+
+
 def load_tokenizer(model_args, texts: Sequence[str], resume: str | None, train: Callable):
     """The checkpoint's tokenizer (or --tokenizer_name); from scratch: a resumed checkpoint's, else
     --tokenizer_name, else ``train(texts)`` on the training texts."""
