@@ -307,3 +307,26 @@ def test_generation_settings_reach_generate_and_the_card(tmp_path):
     hyper = trainer.card_hyperparameters()
     assert (hyper["generation_num_beams"], hyper["generation_max_length"]) == (2, 3)
     assert "generation_num_beams" not in make_trainer(tmp_path / "plain").card_hyperparameters()
+
+
+def test_lora_adapters_train_the_same_with_the_fused_head(tmp_path):
+    """PEFT LoRA on the attention (the usual LLM fine-tune): the head is frozen and still applied by the loss."""
+    peft = pytest.importorskip("peft")
+
+    def lora_weights(fused: bool) -> dict[str, torch.Tensor]:
+        config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+        model = peft.get_peft_model(tiny_causal_lm("llama"), config)
+        settings = {**one_step_args(str(tmp_path / str(fused))), "max_steps": 3, "learning_rate": 0.5}
+        trainer = EncouragingCausalLMTrainer(
+            model=model,
+            args=EncouragingCausalLMConfig(**settings, **CEL, fused_lm_head=fused),
+            train_dataset=prompt_completion_dataset(8),
+            data_collator=collator(),
+        )
+        trainer.train()
+        return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+    plain, fused = lora_weights(False), lora_weights(True)
+    assert set(plain) == set(fused) and all("lora_" in k for k in plain)
+    assert max(v.abs().max().item() for k, v in plain.items() if "lora_B" in k) > 1e-3  # B starts at zero
+    assert_same_weights(fused, plain)
