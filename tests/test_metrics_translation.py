@@ -81,6 +81,17 @@ def test_seq2seq_metrics_decodes_and_counts(tokenizer):
     assert metric.signatures == {k: expected[k] for k in ("bleu_signature", "chrf_signature")}
 
 
+def test_gen_len_stops_at_the_first_eos_as_beam_search_pads_with_eos(tokenizer):
+    """Beam search fills a finished sequence with eos (measured with transformers 5 on a Marian model):
+    [start, the, cat, eos, eos, eos] is 3 tokens long, not 5."""
+    preds = np.array([[0, 3, 4, 1, 1, 1, 1], [0, 3, 4, 5, 6, 8, 1], [0, 3, 1, 0, 0, 0, -100]])
+    labels = np.array([[3, 4, 1], [3, 4, 1], [3, 4, 1]])
+    metric = Seq2SeqMetrics(tokenizer)
+    assert metric.generated_lengths(metric._ids(preds, "predictions")).tolist() == [3, 6, 2]
+    assert metric(EvalPrediction(predictions=preds, label_ids=labels))["gen_len"] == pytest.approx(11 / 3)
+    assert metric.last_predictions == ["the cat", "the cat sat on mat", "the"]
+
+
 def test_seq2seq_metrics_tuple_and_logits(tokenizer):
     preds = np.array([[0, 3, 4, 5, 6, 3, 8, 1]])
     labels = np.array([[3, 4, 5, 6, 7, 8, 1, -100]])

@@ -79,5 +79,16 @@ class Seq2SeqMetrics:
         self.last_references = [s.strip() for s in decode(labels.tolist(), skip_special_tokens=True)]
         scores = translation_metrics(self.last_predictions, self.last_references)
         self.signatures = {k: scores[k] for k in ("bleu_signature", "chrf_signature")}
-        gen_len = float(np.mean(np.count_nonzero(preds != self.pad_token_id, axis=1)))
+        gen_len = float(np.mean(self.generated_lengths(preds)))
         return {"bleu": scores["bleu"], "chrf": scores["chrf"], "gen_len": gen_len}
+
+    def generated_lengths(self, preds: np.ndarray) -> np.ndarray:
+        """Tokens of each generation up to and including its first eos, padding not counted. (Beam search
+        fills finished sequences with eos, not padding: counting every non-pad token would give the batch's
+        longest length.)"""
+        counted = preds != self.pad_token_id
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None:
+            is_eos = preds == eos
+            counted &= (np.cumsum(is_eos, axis=1) - is_eos) == 0  # nothing after the first eos
+        return counted.sum(axis=1)
