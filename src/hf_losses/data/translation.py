@@ -186,18 +186,7 @@ def tokenize_translation(
         encoded["labels"] = targets["input_ids"]
         return dict(encoded)
 
-    return datasets.DatasetDict(
-        {
-            split: split_ds.map(
-                encode,
-                batched=True,
-                remove_columns=split_ds.column_names,
-                num_proc=num_proc,
-                desc=f"Tokenizing {split}",
-            )
-            for split, split_ds in ds.items()
-        }
-    )
+    return _tokenize_splits(ds, encode, num_proc)
 
 
 def tokenize_causal_translation(
@@ -240,6 +229,11 @@ def tokenize_causal_translation(
             labels.append([-100] * len(prompt) + target)
         return {"input_ids": input_ids, "attention_mask": [[1] * len(x) for x in input_ids], "labels": labels}
 
+    return _tokenize_splits(ds, encode, num_proc)
+
+
+def _tokenize_splits(ds: datasets.DatasetDict, encode, num_proc: int | None) -> datasets.DatasetDict:
+    """``encode`` (batched) over every split, keeping only the columns it returns."""
     return datasets.DatasetDict(
         {
             split: split_ds.map(
