@@ -109,4 +109,4 @@ def test_el_threads_compares_its_layouts_on_a_small_batch():
     assert lines[0].startswith("bf16 64x300, 2 threads")
     rows = [line.split(" | ")[0].strip("| ") for line in lines[3:]]
     assert rows == ["workers", "intra-op"]
-    assert all(line.count("x)") == 2 for line in lines[3:])
+    assert all(line.count("x, ") == 2 for line in lines[3:])  # median ratio and its range per EL loss

@@ -1186,3 +1186,28 @@ def test_the_cosine_interpolants_are_exact_to_the_compute_dtype(dtype, bound_g, 
     # relative per class for the bonus (|G| >= 2), absolute for r (it enters the gradient times e rho / V)
     assert ((bonus - exact_bonus).abs() <= bound_g * exact_bonus.abs() + 1e-300).all()
     assert (ratio - exact_ratio).abs().max() <= bound_h * math.pi**2
+
+
+@pytest.mark.parametrize("bonus_start", [0.0, 0.25])
+def test_the_compiled_cosine_pass_matches_reference(monkeypatch, bonus_start):
+    """On large inputs the cosine bonus's passes over the buffer run as one torch.compile kernel: float32
+    values and gradients against float64, extreme logits included, and one compilation serves other sizes."""
+    from hf_losses.losses.ops import encouraging, utils
+
+    monkeypatch.setattr(utils, "COMPILE_MIN_ELEMENTS", 5000)  # inductor specialises sizes <= 4096
+    kw = dict(bonus="cosine", bonus_start=bonus_start, label_smoothing=0.1, bonus_weight=0.7)
+    frames = None
+    for rows, vocab in [(40, 300), (37, 301)]:
+        z, t = make_el_inputs(
+            (rows,), vocab, gen=_gen(rows), probs=CONFIDENT_PROBS, ignore_frac=0.1, wrong_frac=0.4
+        )
+        z[0, :4] = torch.tensor([1e4, -1e4, 30.0, -30.0], dtype=F64)
+        for reduction in ("sum", "none"):
+            lv, lg = _lib_value_and_grad(z.float(), t, reduction=reduction, **kw)
+            rv, rg = _ref_value_and_grad(z.float(), t, reduction=reduction, exact_log1m=True, **kw)
+            assert_close(lv, rv, name="loss", **F32_VALUE_TOL)
+            assert_close(lg, rg, name="grad", **F32_GRAD_TOL)
+        assert callable(encouraging._COSINE_PASS.compiled), "the compiled pass ran"
+        if frames is None:
+            frames = torch._dynamo.utils.counters["frames"]["ok"]
+    assert torch._dynamo.utils.counters["frames"]["ok"] == frames, "recompiled for a new size"

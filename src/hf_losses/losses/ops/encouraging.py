@@ -9,7 +9,6 @@ with a small probability from bounded factors, so float32 matches float64 to ~1e
 
 from __future__ import annotations
 
-import functools
 import math
 import queue
 from typing import NamedTuple
@@ -19,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from numpy.polynomial import Chebyshev, Polynomial
 
-from .utils import chunk_rows, compute_dtype, no_double_backward, row_workers, take_saved_gradient
+from .utils import (
+    CompiledPass,
+    chunk_rows,
+    compute_dtype,
+    no_double_backward,
+    row_workers,
+    take_saved_gradient,
+)
 
 LOG2_E = math.log2(math.e)
 # Elements of scratch per float32 buffer of the EL loss on CPU, for each row worker: its three buffers of a
@@ -274,9 +280,15 @@ def _buffer_bonus(x, scratch, s: RowSettings, lse, target: _Held, top: _Top | No
     """
     n = x.shape[0]
     scale = (-lse).exp()  # p_j / e_j
+    threshold = (math.log(s.start) + lse).exp().unsqueeze(1) if s.start > 0 else None  # e_j at bonus_start
+    if s.bonus == "cosine":  # its ~15 passes over the buffer run as one compiled kernel on large inputs
+        u = scratch[2][:n]
+        bonus = _COSINE_PASS(
+            x.numel(), x.device, x, scale, threshold, scratch[1][:n], u, _shape_at(s, s.start)
+        )
+        return _Buffer(bonus, u, torch.ones_like(scale))
     active = None
-    if s.start > 0:  # 1.0 where p_j >= bonus_start
-        threshold = (math.log(s.start) + lse).exp().unsqueeze(1)  # e_j at p_j = bonus_start
+    if threshold is not None:  # 1.0 where p_j >= bonus_start
         active = torch.ge(x, threshold, out=scratch[1 if s.bonus == "power" else 2][:n])
         shift = active.sum(1) * _shape_at(s, s.start)
     else:
@@ -296,30 +308,61 @@ def _buffer_bonus(x, scratch, s: RowSettings, lse, target: _Held, top: _Top | No
                 u.mul_(active)
         scale_a = (-s.power * lse).exp()  # p_j^a / e_j^a
         return _Buffer(-scale_a * u.sum(1) - shift, u, s.power * scale_a)
-    # cosine: sum_j s_j G(s_j) and r_j = s_j H(s_j), s_j = p_j^2
-    sq = torch.mul(x, scale.unsqueeze(1), out=scratch[1][:n])
-    if active is not None:
+    raise AssertionError(f"unknown bonus {s.bonus!r}")  # (the API validates it)
+
+
+def _cosine_pass(x, scale, threshold, sq, u, start_bonus: float) -> torch.Tensor:
+    """sum_j b_s(p_j) of the cosine bonus over the buffer, and r_j = s_j H(s_j) into u: s_j = p_j^2 (in sq),
+    p_j = 0 below bonus_start (e_j under `threshold`; None when bonus_start = 0). cos(pi p) - 1 = s G(s)."""
+    g, h = COSINE_G_H[x.dtype]
+    torch.mul(x, scale.unsqueeze(1), out=sq)
+    if threshold is not None:
+        active = x >= threshold
         sq.mul_(active)
     sq.square_()
-    g, h = COSINE_G_H[sq.dtype]
-    bonus = _polynomial(sq, g, out=scratch[2][:n]).mul_(sq).sum(1)  # (vecdot would allocate a [n, V] product)
-    u = _polynomial(sq, h, out=scratch[2][:n]).mul_(sq)
-    return _Buffer(bonus - shift, u, torch.ones_like(scale))
+    bonus = _polynomial(sq, g, out=u).mul_(sq).sum(1)  # (vecdot would allocate a [n, V] product)
+    _polynomial(sq, h, out=u).mul_(sq)
+    if threshold is not None:
+        bonus = bonus - active.sum(1, dtype=x.dtype) * start_bonus
+    return bonus
+
+
+def _fused_cosine_pass(x, scale, threshold, sq, u, start_bonus: float) -> torch.Tensor:
+    """`_cosine_pass` in plain arithmetic, the form torch.compile turns into one loop over the buffer."""
+    g, h = COSINE_G_H[x.dtype]
+    p = x * scale.unsqueeze(1)
+    if threshold is not None:
+        active = x >= threshold
+        p = torch.where(active, p, 0.0)
+    s = p * p
+    value_g, value_h = s * g[-1] + g[-2], s * h[-1] + h[-2]
+    for cg, ch in zip(reversed(g[:-2]), reversed(h[:-2]), strict=True):
+        value_g, value_h = value_g * s + cg, value_h * s + ch
+    u.copy_(value_h * s)
+    bonus = (value_g * s).sum(1)
+    if threshold is not None:
+        bonus = bonus - active.sum(1, dtype=x.dtype) * start_bonus
+    return bonus
+
+
+_COSINE_PASS = CompiledPass(_fused_cosine_pass, "EL cosine-bonus pass", eager=_cosine_pass)
 
 
 def _polynomial(s: torch.Tensor, coefficients: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     """sum_k c_k s^k by Horner's rule into `out`, one fused pass per coefficient."""
-    *low, _ = _coefficient_tensors(coefficients, s.dtype, s.device)
+    *low, _ = _COEFFICIENT_TENSORS[coefficients, s.dtype]
     torch.add(low.pop(), s, alpha=coefficients[-1], out=out)
     for c in reversed(low):
         torch.addcmul(c, out, s, out=out)
     return out
 
 
-@functools.cache
-def _coefficient_tensors(coefficients: tuple[float, ...], dtype, device) -> tuple[torch.Tensor, ...]:
-    """The coefficients as 0-d tensors (addcmul's first operand), made once per dtype and device."""
-    return tuple(torch.tensor(c, dtype=dtype, device=device) for c in coefficients)
+# The coefficients as 0-d tensors (addcmul's first operand; a CPU 0-d tensor also serves CUDA operands).
+_COEFFICIENT_TENSORS = {
+    (coefficients, dtype): tuple(torch.tensor(c, dtype=dtype) for c in coefficients)
+    for dtype, pair in COSINE_G_H.items()
+    for coefficients in pair
+}
 
 
 def _buffer_log(x, scratch, s: RowSettings, scale, target: _Held, top: _Top | None, active):

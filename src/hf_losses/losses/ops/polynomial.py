@@ -9,17 +9,20 @@ small inputs and with the switch off it runs eagerly in cache-sized chunks. Insi
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .utils import check_values, chunk_rows, compute_dtype, no_double_backward, take_saved_gradient
+from .utils import (
+    CompiledPass,
+    check_values,
+    chunk_rows,
+    compute_dtype,
+    no_double_backward,
+    take_saved_gradient,
+)
 
-# Inputs with fewer elements run eagerly: the compiled kernel pays off only once it has been built.
-COMPILE_MIN_ELEMENTS = 1 << 16
 _TARGET_VALUES = "0 and 1 (multi-hot labels, any dtype)"
 
 
@@ -154,38 +157,7 @@ def _eager_pass(x, target, s: APLSettings, scale: float, need_grad: bool, elemen
     return loss, grad, bad
 
 
-_compiled_pass = None  # built on first use; False once compiling has failed or is switched off
-
-
-def _compiled(n: int, device: torch.device):
-    """The compiled `_one_pass`, or None where it is not worth it or not available."""
-    global _compiled_pass
-    if _compiled_pass is None:
-        enabled = os.environ.get("HF_LOSSES_COMPILE", "1").lower() not in ("0", "false", "no")
-        _compiled_pass = torch.compile(_one_pass, dynamic=True) if enabled else False
-    if _compiled_pass is False or n < COMPILE_MIN_ELEMENTS or device.type not in ("cpu", "cuda"):
-        return None
-    return _compiled_pass
-
-
-def _run_pass(x, target, s: APLSettings, scale: float, need_grad: bool, elementwise: bool):
-    """Run the elementwise pass with the fastest kernel available here."""
-    global _compiled_pass
-    if torch.compiler.is_compiling():  # inside the user's compiled region: trace the pass into that graph
-        return _one_pass(x, target, s, scale, need_grad, elementwise)
-    compiled = _compiled(x.numel(), x.device)
-    if compiled is not None:
-        try:
-            return compiled(x, target, s, scale, need_grad, elementwise)
-        except Exception as err:  # no C++/Triton toolchain, unsupported platform: fall back for good
-            warnings.warn(
-                f"hf_losses: torch.compile of the APL kernel failed ({type(err).__name__}: {err}); "
-                "using the eager kernel from now on",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            _compiled_pass = False
-    return _eager_pass(x, target, s, scale, need_grad, elementwise)
+_pass = CompiledPass(_one_pass, "APL kernel", eager=_eager_pass)
 
 
 class FusedAsymmetricPolynomialLoss(torch.autograd.Function):
@@ -195,7 +167,9 @@ class FusedAsymmetricPolynomialLoss(torch.autograd.Function):
     def forward(ctx, logits, target, settings, scale, need_grad, elementwise):
         # detached flat views: no view base whose shape would make the compiled kernel recompile per rank
         flat, flat_target = logits.reshape(-1).detach(), target.reshape(-1).detach()
-        loss, grad, bad = _run_pass(flat, flat_target, settings, scale, need_grad, elementwise)
+        loss, grad, bad = _pass(
+            flat.numel(), flat.device, flat, flat_target, settings, scale, need_grad, elementwise
+        )
         check_values("target", bad > 0, _TARGET_VALUES)
         ctx.saved_gradient = grad
         ctx.logits_shape = logits.shape
