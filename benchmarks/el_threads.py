@@ -7,10 +7,10 @@ Each layout runs in its own process with ``--threads`` torch threads and times f
 ``--rows`` x ``--vocab`` batch (4096x32000): ``F.cross_entropy`` (LS 0.1), CEL (LE 0.5, LS 0.1) and the cosine
 bonus (LS 0.1), each EL call right after a cross-entropy call, ``--repeats`` rounds, so that each round's
 ratio compares calls made under the same load (this machine's speed drifts by tens of percent). Layouts:
-``workers`` (the kernel as shipped: one row worker per thread, each with a chunk of ``EL_CPU_ELEMENTS``
-elements per scratch buffer, the cosine bonus's buffer pass compiled), ``workers-eager`` (the same with
-``HF_LOSSES_COMPILE=0``), ``workers-half`` (the budget before issue 18: one chunk budget split between the
-workers), ``intra-op`` (no row workers: every torch op of a chunk uses all threads).
+``shipped`` (the kernel as shipped: row workers only while other processes want the cores, else intra-op),
+``workers`` (always one row worker per thread, each with a chunk of ``EL_CPU_ELEMENTS`` elements per scratch
+buffer, the cosine bonus's buffer pass compiled), ``workers-eager`` (the same with ``HF_LOSSES_COMPILE=0``),
+``intra-op`` (no row workers: every torch op of a chunk uses all threads).
 Run it on a quiet machine, then beside a busy process, to see what each layout costs when a core is taken.
 """
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-LAYOUTS = ("workers", "workers-eager", "workers-half", "intra-op")
+LAYOUTS = ("shipped", "workers", "workers-eager", "intra-op")
 
 
 def time_layout(layout: str, threads: int, repeats: int, rows: int, vocab: int) -> dict[str, list[float]]:
@@ -40,10 +40,10 @@ def time_layout(layout: str, threads: int, repeats: int, rows: int, vocab: int) 
     torch.set_num_threads(threads)
     if layout == "intra-op":
         kernel.row_workers = lambda: None
-    elif layout == "workers-half":
-        kernel.EL_CPU_ELEMENTS //= threads
-    elif layout == "workers-eager":
-        os.environ["HF_LOSSES_COMPILE"] = "0"
+    elif layout.startswith("workers"):
+        kernel.others_want_the_cores = lambda threads: True
+        if layout == "workers-eager":
+            os.environ["HF_LOSSES_COMPILE"] = "0"
     torch.manual_seed(0)
     logits = torch.randn(rows, vocab).bfloat16().requires_grad_()
     target = torch.randint(0, vocab, (rows,))

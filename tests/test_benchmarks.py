@@ -102,11 +102,11 @@ def test_el_threads_compares_its_layouts_on_a_small_batch():
         "--repeats",
         "1",
         "--layouts",
-        "workers,intra-op",
+        "shipped,intra-op",
     ]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout
     lines = out.splitlines()
     assert lines[0].startswith("bf16 64x300, 2 threads")
     rows = [line.split(" | ")[0].strip("| ") for line in lines[3:]]
-    assert rows == ["workers", "intra-op"]
+    assert rows == ["shipped", "intra-op"]
     assert all(line.count("x, ") == 2 for line in lines[3:])  # median ratio and its range per EL loss

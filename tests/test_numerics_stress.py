@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import os
 
 import pytest
 import torch
@@ -139,10 +140,15 @@ def test_encouraging_float32_matches_float64_on_adversarial_rows(vocab, seed, lo
         assert (err <= bound).all(), f"rho={rho}: worst row {int((err - bound).amax(1).argmax())}"
 
 
+@pytest.mark.parametrize("cores_taken", [True, False], ids=["row-workers", "intra-op"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_encouraging_worker_threads_match_one_thread(dtype):
-    """On CPU with several torch threads, chunks of rows run on worker threads: same loss and gradient as
-    with one thread (which runs the chunks in order), and a later torch.set_num_threads is honoured."""
+def test_encouraging_worker_threads_match_one_thread(monkeypatch, dtype, cores_taken):
+    """On CPU with several torch threads, chunks of rows run on worker threads while other processes want
+    the cores, else one after the other with every op on all threads: either way the same loss and gradient
+    as with one thread, and a later torch.set_num_threads is honoured."""
+    from hf_losses.losses.ops import encouraging
+
+    monkeypatch.setattr(encouraging, "others_want_the_cores", lambda threads: cores_taken)
     z = (torch.randn(96, 40_000, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
     target = torch.randint(0, 40_000, (96,), generator=torch.Generator().manual_seed(4))
     target[::7] = -100
@@ -163,6 +169,21 @@ def test_encouraging_worker_threads_match_one_thread(dtype):
         torch.testing.assert_close(
             grad.float(), results[0][1].float(), rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-7
         )
+
+
+def test_others_want_the_cores_counts_runnable_threads_of_other_processes(tmp_path):
+    """Runnable threads of the machine less this process's own, plus ours, against this process's CPUs;
+    True (the safe layout) where /proc cannot be read."""
+    from hf_losses.losses.ops.utils import others_want_the_cores
+
+    cpus = len(os.sched_getaffinity(0))
+    (tmp_path / "loadavg").write_text("0.50 0.40 0.30 3/120 4242\n")  # 3 runnable, this reader included
+    for task, state in [(1, "R"), (2, "R"), (3, "S")]:  # two of them ours
+        (tmp_path / "self" / "task" / str(task)).mkdir(parents=True)
+        (tmp_path / "self" / "task" / str(task) / "stat").write_text(f"{task} (py thon) {state} 1 2 3\n")
+    assert others_want_the_cores(cpus - 1, proc=str(tmp_path)) is False  # 1 other + (cpus - 1) of ours
+    assert others_want_the_cores(cpus, proc=str(tmp_path)) is True
+    assert others_want_the_cores(1, proc=str(tmp_path / "missing")) is True
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

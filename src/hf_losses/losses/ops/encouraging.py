@@ -23,6 +23,7 @@ from .utils import (
     chunk_rows,
     compute_dtype,
     no_double_backward,
+    others_want_the_cores,
     row_workers,
     take_saved_gradient,
 )
@@ -478,11 +479,14 @@ class FusedEncouragingLoss(torch.autograd.Function):
         safe_target = torch.where(valid, target, 0)
         outputs = [torch.empty(n, dtype=dtype, device=device) for _ in range(3)]
         num_scratch = 3 if settings.eps > 0 or settings.smooth_bonus else 1
-        workers = None
-        if device.type == "cpu" and not torch.compiler.is_compiling():
-            workers = row_workers()
         rows = chunk_rows(n, vocab, device, EL_CPU_ELEMENTS)
         starts = range(0, n, rows)
+        workers = None
+        if device.type == "cpu" and len(starts) > 1 and not torch.compiler.is_compiling():
+            # row workers where other processes take cores; on an idle machine every op uses all threads
+            workers = row_workers()
+            if workers is not None and not others_want_the_cores(torch.get_num_threads()):
+                workers = None
 
         def run_chunk(start: int, scratch: list[torch.Tensor]) -> None:
             sl = slice(start, start + rows)
@@ -495,7 +499,7 @@ class FusedEncouragingLoss(torch.autograd.Function):
         def new_scratch() -> list[torch.Tensor]:
             return [torch.empty(rows, vocab, dtype=dtype, device=device) for _ in range(num_scratch)]
 
-        if workers is None or len(starts) < 2:
+        if workers is None:
             scratch = new_scratch()
             for start in starts:
                 run_chunk(start, scratch)

@@ -49,7 +49,8 @@ def chunk_rows(num_rows: int, row_size: int, device: torch.device, cpu_elements:
 
 # Threads that process chunks of rows side by side, each running its torch ops with few intra-op threads:
 # on CPU a chunk's many mid-sized ops then need no thread synchronisation each, which costs a scheduler time
-# slice per op when other processes compete for the cores. (pid, torch threads) -> pool; rebuilt after a fork
+# slice per op when other processes compete for the cores (on an idle machine the workers' shared GIL makes
+# them slower than intra-op threads: see others_want_the_cores). (pid, torch threads) -> pool; rebuilt after a fork
 # or a change of torch.set_num_threads.
 MAX_ROW_WORKERS = 4
 _row_workers: tuple[tuple[int, int], ThreadPoolExecutor, int] | None = None
@@ -71,6 +72,25 @@ def row_workers() -> tuple[ThreadPoolExecutor, int] | None:
             size = min(threads, MAX_ROW_WORKERS)
             _row_workers = (key, _start_workers(size, max(1, threads // size)), size)
         return _row_workers[1], _row_workers[2]
+
+
+def others_want_the_cores(threads: int, proc: str = "/proc") -> bool:
+    """Whether other processes' runnable threads compete now for the cores that `threads` of ours would use.
+
+    Linux: the runnable threads of the whole machine (loadavg) less this process's own (its tasks in state R),
+    plus `threads`, against the CPUs this process may run on. True where that cannot be read.
+    """
+    try:
+        with open(f"{proc}/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir(f"{proc}/self/task"):
+            with open(f"{proc}/self/task/{task}/stat") as f:
+                own += f.read().rsplit(")", 1)[1].split()[0] == "R"  # the state follows the (command)
+        cpus = len(os.sched_getaffinity(0))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return True
+    return runnable - own + threads > cpus
 
 
 def _start_workers(size: int, intra_op_threads: int) -> ThreadPoolExecutor:
