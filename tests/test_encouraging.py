@@ -1188,14 +1188,23 @@ def test_the_cosine_interpolants_are_exact_to_the_compute_dtype(dtype, bound_g, 
     assert (ratio - exact_ratio).abs().max() <= bound_h * math.pi**2
 
 
-@pytest.mark.parametrize("bonus_start", [0.0, 0.25])
-def test_the_compiled_cosine_pass_matches_reference(monkeypatch, bonus_start):
-    """On large inputs the cosine bonus's passes over the buffer run as one torch.compile kernel: float32
-    values and gradients against float64, extreme logits included, and one compilation serves other sizes."""
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(bonus="cosine", bonus_start=0.0),
+        dict(bonus="cosine", bonus_start=0.25, bonus_smoothing=0.3),
+        dict(bonus="log", log_end=0.75),
+    ],
+    ids=["cosine", "cosine-start", "cel"],
+)
+def test_the_compiled_passes_match_reference(monkeypatch, kw):
+    """On large inputs the cosine bonus's pass over the buffer and the gradient pass run as torch.compile
+    kernels: float32 values and gradients against float64, extreme logits included, bf16 logits (the gradient
+    written in bf16) against the float32 result, and one compilation serves other sizes."""
     from hf_losses.losses.ops import encouraging, utils
 
     monkeypatch.setattr(utils, "COMPILE_MIN_ELEMENTS", 5000)  # inductor specialises sizes <= 4096
-    kw = dict(bonus="cosine", bonus_start=bonus_start, label_smoothing=0.1, bonus_weight=0.7)
+    kw = dict(kw, label_smoothing=0.1, bonus_weight=0.7)
     frames = None
     for rows, vocab in [(40, 300), (37, 301)]:
         z, t = make_el_inputs(
@@ -1207,7 +1216,13 @@ def test_the_compiled_cosine_pass_matches_reference(monkeypatch, bonus_start):
             rv, rg = _ref_value_and_grad(z.float(), t, reduction=reduction, exact_log1m=True, **kw)
             assert_close(lv, rv, name="loss", **F32_VALUE_TOL)
             assert_close(lg, rg, name="grad", **F32_GRAD_TOL)
-        assert callable(encouraging._COSINE_PASS.compiled), "the compiled pass ran"
+        bv, bg = _lib_value_and_grad(z.bfloat16(), t, reduction="sum", **kw)
+        fv, fg = _lib_value_and_grad(z.bfloat16().float(), t, reduction="sum", **kw)
+        torch.testing.assert_close(bv.float(), fv, rtol=1e-5, atol=0)  # bf16 in, float32 inside
+        torch.testing.assert_close(bg.float(), fg, rtol=1e-2, atol=1e-6)  # one rounding to bf16
+        assert callable(encouraging._GRADIENT_PASS.compiled), "the compiled gradient pass ran"
+        if kw["bonus"] == "cosine":
+            assert callable(encouraging._COSINE_PASS.compiled), "the compiled cosine pass ran"
         if frames is None:
             frames = torch._dynamo.utils.counters["frames"]["ok"]
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames, "recompiled for a new size"

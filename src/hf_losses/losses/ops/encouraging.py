@@ -429,13 +429,9 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top
     else:
         # grad_j = e_j coef - (e rho / V) r_j - eps / V for every buffer class j.
         acc = grad if grad.dtype == x.dtype else scratch[1][:n]
-        torch.mul(x, _masked(coef, valid).unsqueeze(1), out=acc)
-        if v is not None:
-            acc.addcmul_(v, _masked(-k * rho * buffer.v_scale, valid).unsqueeze(1))
-        if eps > 0:
-            acc.sub_(_masked(torch.full_like(scale, eps / vocab), valid).unsqueeze(1))
-        if acc is not grad:
-            grad.copy_(acc)  # (a mixed-dtype op with out=grad would take a slow, unvectorised path)
+        v_coef = None if v is None else _masked(-k * rho * buffer.v_scale, valid)
+        offset = _masked(torch.full_like(scale, eps / vocab), valid) if eps > 0 else None
+        _GRADIENT_PASS(x.numel(), x.device, x, _masked(coef, valid), v, v_coef, offset, acc, grad)
     if top is not None:
         # A p_top - eps/V - (e rho / V) r_top, with r_top (p_top - 1) = -r_top q_top kept exact.
         p_top = top.held.log_p.exp()
@@ -447,6 +443,30 @@ def _write_gradient(x, y, valid, s, scratch, grad, log_scale, target: _Held, top
         )
         grad.scatter_(1, top.col, _masked(grad_top, valid).unsqueeze(1).to(grad.dtype))
     grad.scatter_(1, y.unsqueeze(1), _masked(grad_y, valid).unsqueeze(1).to(grad.dtype))
+
+
+def _gradient_pass(x, coef, v, v_coef, offset, acc, grad) -> None:
+    """grad_j = e_j coef + v_j v_coef - offset (coefficients per row), through `acc` into grad's dtype."""
+    torch.mul(x, coef.unsqueeze(1), out=acc)
+    if v is not None:
+        acc.addcmul_(v, v_coef.unsqueeze(1))
+    if offset is not None:
+        acc.sub_(offset.unsqueeze(1))
+    if acc is not grad:
+        grad.copy_(acc)  # (a mixed-dtype op with out=grad would take a slow, unvectorised path)
+
+
+def _fused_gradient_pass(x, coef, v, v_coef, offset, acc, grad) -> None:
+    """`_gradient_pass` in plain arithmetic, one loop under torch.compile (`acc` unused)."""
+    out = x * coef.unsqueeze(1)
+    if v is not None:
+        out = out + v * v_coef.unsqueeze(1)
+    if offset is not None:
+        out = out - offset.unsqueeze(1)
+    grad.copy_(out)
+
+
+_GRADIENT_PASS = CompiledPass(_fused_gradient_pass, "EL gradient pass", eager=_gradient_pass)
 
 
 def _run_on_workers(workers, starts, run_chunk, new_scratch) -> None:
