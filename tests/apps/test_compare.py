@@ -124,10 +124,11 @@ def test_weighted_metrics_equal_sklearn_metrics_of_the_resampled_set():
     pred = prob >= 0.5
     idx = np.random.default_rng(1).integers(0, len(prob), len(prob))
     weights = np.stack([np.ones(len(prob)), np.bincount(idx, minlength=len(prob))]).astype(float)
-    ours = weighted_multilabel_metrics(prob, pred, targets, weights)
+    class_thresholds = np.array([0.3, 0.45, 0.5, 0.6, 0.75])
+    ours = weighted_multilabel_metrics(prob, pred, targets, weights, prob >= class_thresholds)
     for row, (p, t) in enumerate(((prob, targets), (prob[idx], targets[idx]))):
-        expected = multilabel_metrics(p, t, threshold=0.5)
-        for key in ("f1_micro", "f1_macro", "map", "ece"):
+        expected = multilabel_metrics(p, t, threshold=0.5, class_thresholds=class_thresholds)
+        for key in ("f1_micro", "f1_macro", "map", "ece", "f1_micro_per_class", "f1_macro_per_class"):
             assert ours[key][row] == pytest.approx(expected[key], rel=1e-12), (row, key)
 
 
@@ -141,6 +142,13 @@ def test_multilabel_bootstrap_identical_and_different_systems():
     )
     assert different["map"] == pytest.approx(1 / 201)  # far worse ranking: no resample comes close
     assert all(1 / 201 <= p <= 1 for p in different.values())
+    with_classes = multilabel_paired_bootstrap(
+        (prob, prob >= 0.5, prob >= 0.3), (noisy, noisy >= 0.5, noisy >= 0.3), targets, n_samples=200
+    )
+    assert {k: with_classes[k] for k in different} == different  # the same resamples
+    assert set(with_classes) - set(different) == {"f1_micro_per_class", "f1_macro_per_class"}
+    with pytest.raises(ValueError, match="per-class thresholds, or neither"):
+        multilabel_paired_bootstrap((prob, prob >= 0.5), (prob, prob >= 0.5, prob >= 0.3), targets)
 
 
 def test_sacrebleu_paired_bootstrap():
@@ -198,8 +206,16 @@ STAND_IN = textwrap.dedent(
     else:
         targets = (rng.random((60, 4)) < 0.3).astype(np.uint8)
         prob = np.clip(targets * (0.3 + 0.3 * better) + 0.5 * rng.random((60, 4)), 0, 1).astype(np.float32)
-        np.savez(out / "eval_scores.npz", probabilities=prob, labels=targets, threshold=0.5)
-        metrics = {"eval_f1_macro": 0.4 + 0.3 * better + seed / 100, "eval_map": 0.5 + 0.2 * better + seed / 50}
+        # per-class thresholds: in the scores file, or (runs written before it kept them) in config.json
+        class_thresholds = [0.4, 0.5, 0.6, 0.7]
+        if seed % 2:
+            np.savez(out / "eval_scores.npz", probabilities=prob, labels=targets, threshold=0.5,
+                     class_thresholds=np.array(class_thresholds))
+        else:
+            np.savez(out / "eval_scores.npz", probabilities=prob, labels=targets, threshold=0.5)
+            (out / "config.json").write_text(json.dumps({"class_thresholds": class_thresholds}))
+        metrics = {"eval_f1_macro": 0.4 + 0.3 * better + seed / 100, "eval_map": 0.5 + 0.2 * better + seed / 50,
+                   "eval_f1_macro_per_class": 0.45 + 0.3 * better + seed / 100}
     (out / "all_results.json").write_text(json.dumps(metrics))
     """
 )
@@ -343,6 +359,9 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
     assert set(comparison["eval_map"]["p_value_per_seed"]) == {"1", "2", "3"}
     assert comparison["eval_map"]["p_value_seeds"] is None  # +0.2 on every seed
     assert comparison["eval_f1_macro"]["test"] == "paired bootstrap, pooled over seeds"
+    per_class = comparison["eval_f1_macro_per_class"]
+    assert per_class["test"] == "paired bootstrap, pooled over seeds"
+    assert set(per_class["p_value_per_seed"]) == {"1", "2", "3"}
     assert (out / "reliability.png").is_file() and not (out / "p_y_distribution.png").exists()
 
     before = (out / "results.json").read_bytes()

@@ -209,7 +209,13 @@ class ClassificationRun(runs.TaskRun):
                 trainer.tune_threshold()
             logger.info("Tuned threshold %.2f on the %s split", args.threshold, trainer.threshold_split)
         output = runs.predict(trainer, dataset, prefix)
-        write_scores(output_dir / runs.split_file(prefix, SCORES), output, args.threshold, args)
+        write_scores(
+            output_dir / runs.split_file(prefix, SCORES),
+            output,
+            args.threshold,
+            trainer.class_thresholds,
+            args,
+        )
         if prefix == "test":
             rows = prediction_rows(output, examples["text"], self.label_names, args.threshold)
             runs.write_lines(output_dir / TEST_PREDICTIONS, rows, args)
@@ -242,16 +248,19 @@ def prediction_rows(output, texts, label_names: list[str], threshold: float) -> 
     ]
 
 
-def write_scores(path: Path, output, threshold: float, training_args) -> None:
-    """``probabilities`` [N, L] (float32), gold ``labels`` (uint8) and the ``threshold`` used, for later analysis."""
+def write_scores(path: Path, output, threshold: float, class_thresholds, training_args) -> None:
+    """``probabilities`` [N, L] (float32), gold ``labels`` (uint8), the ``threshold`` used and, where tuned, the
+    per-class ``class_thresholds`` [L], for later analysis."""
     if not training_args.should_save:
         return
+    extra = {} if class_thresholds is None else {"class_thresholds": np.asarray(class_thresholds, np.float64)}
     with runs.replaced_atomically(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
             probabilities=sigmoid(logits_of(output)).astype(np.float32),
             labels=np.asarray(output.label_ids).astype(np.uint8),
             threshold=np.float64(threshold),
+            **extra,
         )
 
 

@@ -7,7 +7,8 @@ What a run directory may hold (written by the task scripts; the runner uses each
   (the references the script scored, same order; without it the references are read from the grid's data
   flags), ``{test,eval}_calibration.json`` (:meth:`TokenCalibration.to_dict`);
 - classification: ``{test,eval}_scores.npz`` with ``probabilities`` [N, L] (sigmoid of the logits),
-  ``labels`` [N, L] (0/1) and ``threshold`` (the one used for the F1 metrics);
+  ``labels`` [N, L] (0/1), ``threshold`` (the one used for the F1 metrics) and, where tuned,
+  ``class_thresholds`` [L] (older runs: ``class_thresholds`` in ``config.json``);
 - ``trainer_state.json``: the training log (``nll_loss`` curves).
 
 The test split is used when the run has it, else validation.
@@ -204,13 +205,19 @@ def _translation_bootstrap(grid, base_runs, var_runs, n_samples, references) -> 
     return out
 
 
-def _scores(run: RunResult, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities, predictions at the run's threshold, labels) from ``{prefix}_scores.npz``."""
+def _scores(run: RunResult, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(probabilities, predictions at the run's threshold, predictions at its per-class thresholds or None,
+    labels) from ``{prefix}_scores.npz`` (per-class thresholds of older runs: from ``config.json``)."""
     with np.load(run.path / split_file(prefix, SCORES)) as data:
         prob = np.asarray(data["probabilities"], dtype=np.float64)
         labels = np.asarray(data["labels"]).astype(np.int64)
         threshold = float(data["threshold"])
-    return prob, prob >= threshold, labels
+        class_thresholds = data["class_thresholds"] if "class_thresholds" in data.files else None
+    config = run.path / "config.json"
+    if class_thresholds is None and config.is_file():
+        class_thresholds = json.loads(config.read_text()).get("class_thresholds")
+    per_class = None if class_thresholds is None else prob >= np.asarray(class_thresholds, dtype=np.float64)
+    return prob, prob >= threshold, per_class, labels
 
 
 def _classification_bootstrap(base_runs, var_runs, n_samples) -> dict[str, dict]:
@@ -221,20 +228,23 @@ def _classification_bootstrap(base_runs, var_runs, n_samples) -> dict[str, dict]
         prefix = base.split_prefix(SCORES)
         if var is None or prefix is None or var.split_prefix(SCORES) != prefix:
             continue
-        pb, db, tb = _scores(base, prefix)
-        pv, dv, tv = _scores(var, prefix)
+        *base_scores, tb = _scores(base, prefix)
+        *var_scores, tv = _scores(var, prefix)
         if not np.array_equal(tb, tv):
             raise ValueError(f"seed {seed}: baseline and {var.variant} were scored on different labels")
-        per_seed.append((seed, prefix, (pb, db), (pv, dv), tb))
+        per_seed.append((seed, prefix, base_scores, var_scores, tb))
     if not per_seed:
         return {}
+    if any(b[2] is None or v[2] is None for _, _, b, v, _ in per_seed):  # per-class F1 only where all have it
+        per_seed = [(seed, prefix, b[:2], v[:2], t) for seed, prefix, b, v, t in per_seed]
     out: dict[str, dict] = {}
     for seed, prefix, base, var, labels in per_seed:
-        for name, p in multilabel_paired_bootstrap(base, var, labels, n_samples).items():
+        for name, p in multilabel_paired_bootstrap(tuple(base), tuple(var), labels, n_samples).items():
             out.setdefault(f"{prefix}_{name}", {"per_seed": {}})["per_seed"][seed] = p
+    width = len(per_seed[0][2])
     pooled = multilabel_paired_bootstrap(
-        tuple(np.concatenate([b[i] for _, _, b, _, _ in per_seed]) for i in range(2)),
-        tuple(np.concatenate([v[i] for _, _, _, v, _ in per_seed]) for i in range(2)),
+        tuple(np.concatenate([b[i] for _, _, b, _, _ in per_seed]) for i in range(width)),
+        tuple(np.concatenate([v[i] for _, _, _, v, _ in per_seed]) for i in range(width)),
         np.concatenate([t for *_, t in per_seed]),
         n_samples,
     )

@@ -12,7 +12,7 @@ __all__ = ["MAIN_METRICS", "main_metrics", "write_report"]
 
 MAIN_METRICS = {
     "translation": ("bleu", "chrf", "ece", "mean_p_y", "nll_loss", "gen_len"),
-    "classification": ("f1_macro", "f1_micro", "map", "ece", "threshold"),
+    "classification": ("f1_macro", "f1_macro_per_class", "f1_micro", "map", "ece", "threshold"),
 }
 
 
@@ -50,9 +50,10 @@ SIGNIFICANCE_TEXT = {
         "NLL) carry only the seed t-test."
     ),
     "classification": (
-        "F1 (micro, macro), mAP and ECE: paired bootstrap over test examples (validation when there is no "
+        "F1 (micro, macro; at the global and, where tuned, the per-class thresholds), mAP and ECE: paired "
+        "bootstrap over test examples (validation when there is no "
         f"test split), {BOOTSTRAP_SAMPLES} resamples with seed 12345: the same resampled examples score both "
-        "systems, each metric is recomputed exactly on the resample (F1 at the threshold each run used), and "
+        "systems, each metric is recomputed exactly on the resample (F1 at the thresholds each run used), and "
         "p = (1 + #{|Δ_i| - mean|Δ| >= |Δ|}) / (B + 1), the rule sacreBLEU uses for its paired bootstrap. "
         "`p_value` pools all seed pairs (examples of seed k of the baseline paired with those of seed k of the "
         "variant); per-seed p-values are listed; `p_value_seeds` is a paired t-test of the per-seed values, "

@@ -35,6 +35,7 @@ BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345  # sacreBLEU's default SACREBLEU_SEED
 CHUNK = 50  # resamples processed at once (bounds memory: CHUNK x N weights)
 CLASSIFICATION_METRICS = ("f1_micro", "f1_macro", "map", "ece")
+PER_CLASS_METRICS = ("f1_micro_per_class", "f1_macro_per_class")  # F1 at per-class thresholds
 
 
 def sacrebleu_paired_bootstrap(
@@ -132,11 +133,8 @@ def _average_precision(prob: np.ndarray, targets: np.ndarray, weights: np.ndarra
     return np.divide(sums, counted, out=np.full_like(sums, np.nan), where=counted > 0)
 
 
-def weighted_multilabel_metrics(
-    prob: np.ndarray, pred: np.ndarray, targets: np.ndarray, weights: np.ndarray
-) -> dict[str, np.ndarray]:
-    """f1_micro, f1_macro (zero_division 0), map, ece of the examples counted with `weights` [B, N]: each [B]."""
-    t = targets.astype(bool)
+def _f1s(pred: np.ndarray, t: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(micro-F1, macro-F1 with zero_division 0) of 0/1 predictions, per row of weights [B, N]."""
     p = pred.astype(bool)
     tp, fp, fn = (weights @ m.astype(np.float64) for m in (p & t, p & ~t, ~p & t))  # [B, L]
 
@@ -144,44 +142,62 @@ def weighted_multilabel_metrics(
         denom = 2 * a + b + c
         return np.divide(2 * a, denom, out=np.zeros_like(denom), where=denom > 0)
 
-    return {
-        "f1_micro": f1(tp.sum(1), fp.sum(1), fn.sum(1)),
-        "f1_macro": f1(tp, fp, fn).mean(axis=1),
-        "map": _average_precision(prob, t, weights),
-        "ece": _ece(prob, t.astype(np.float64), weights),
-    }
+    return f1(tp.sum(1), fp.sum(1), fn.sum(1)), f1(tp, fp, fn).mean(axis=1)
+
+
+def weighted_multilabel_metrics(
+    prob: np.ndarray,
+    pred: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    per_class_pred: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """f1_micro, f1_macro (zero_division 0), map, ece of the examples counted with `weights` [B, N], each [B];
+    with the predictions at per-class thresholds also f1_micro_per_class and f1_macro_per_class."""
+    t = targets.astype(bool)
+    out = dict(zip(("f1_micro", "f1_macro"), _f1s(pred, t, weights), strict=True))
+    out["map"] = _average_precision(prob, t, weights)
+    out["ece"] = _ece(prob, t.astype(np.float64), weights)
+    if per_class_pred is not None:
+        out.update(zip(PER_CLASS_METRICS, _f1s(per_class_pred, t, weights), strict=True))
+    return out
 
 
 def multilabel_paired_bootstrap(
-    baseline: tuple[np.ndarray, np.ndarray],
-    system: tuple[np.ndarray, np.ndarray],
+    baseline: tuple[np.ndarray, ...],
+    system: tuple[np.ndarray, ...],
     targets: np.ndarray,
     n_samples: int = BOOTSTRAP_SAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, float]:
-    """p-value per metric of ``CLASSIFICATION_METRICS``; each system is (probabilities [N, L], 0/1 predictions)."""
+    """p-value per metric of ``CLASSIFICATION_METRICS``; each system is (probabilities [N, L], 0/1 predictions)
+    or (probabilities, predictions, predictions at per-class thresholds), the latter adding
+    ``PER_CLASS_METRICS``."""
     n = targets.shape[0]
-    for name, (prob, pred) in (("baseline", baseline), ("system", system)):
-        if prob.shape != targets.shape or pred.shape != targets.shape:
+    if len(baseline) != len(system):
+        raise ValueError("both systems need predictions at per-class thresholds, or neither")
+    for name, scores in (("baseline", baseline), ("system", system)):
+        if any(a.shape != targets.shape for a in scores):
             raise ValueError(
-                f"{name} scores {prob.shape} / predictions {pred.shape} do not match targets {targets.shape}"
+                f"{name} scores/predictions {[a.shape for a in scores]} do not match targets {targets.shape}"
             )
+    metrics = CLASSIFICATION_METRICS + (PER_CLASS_METRICS if len(system) == 3 else ())
     unit = np.ones((1, n))
     observed = {
-        k: float(weighted_multilabel_metrics(*system, targets, unit)[k][0])
-        - float(weighted_multilabel_metrics(*baseline, targets, unit)[k][0])
-        for k in CLASSIFICATION_METRICS
+        k: float(weighted_multilabel_metrics(*system[:2], targets, unit, *system[2:])[k][0])
+        - float(weighted_multilabel_metrics(*baseline[:2], targets, unit, *baseline[2:])[k][0])
+        for k in metrics
     }
     rng = np.random.default_rng(seed)
-    samples = {k: ([], []) for k in CLASSIFICATION_METRICS}
+    samples = {k: ([], []) for k in metrics}
     for start in range(0, n_samples, CHUNK):
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=min(CHUNK, n_samples - start)).astype(
             np.float64
         )
-        for which, (prob, pred) in enumerate((baseline, system)):
-            for k, values in weighted_multilabel_metrics(prob, pred, targets, weights).items():
+        for which, (prob, pred, *per_class) in enumerate((baseline, system)):
+            for k, values in weighted_multilabel_metrics(prob, pred, targets, weights, *per_class).items():
                 samples[k][which].append(values)
     return {
         k: bootstrap_p_value(observed[k], np.concatenate(samples[k][0]), np.concatenate(samples[k][1]))
-        for k in CLASSIFICATION_METRICS
+        for k in metrics
     }
