@@ -183,6 +183,16 @@ STAND_IN = textwrap.dedent(
     seed, loss = int(args["--seed"]), args.get("--loss", "x")
     with open(out.parent.parent / "calls.txt", "a") as f:
         f.write(f"{loss}/{seed} resumed={(out / 'checkpoint-1').is_dir()}\\n")
+    root = out.parent.parent
+    (root / "env").mkdir(exist_ok=True)  # what the runner gave this run, and that it started
+    seen = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")}
+    (root / "env" / f"{loss}-{seed}.json").write_text(json.dumps(seen))
+    if os.environ.get("STAND_IN_TOGETHER"):  # finish only once that many runs have started (20 s at most)
+        deadline = time.monotonic() + 20
+        while len(list((root / "env").iterdir())) < int(os.environ["STAND_IN_TOGETHER"]):
+            if time.monotonic() > deadline:
+                print("stand-in: the other runs never started"); sys.exit(3)
+            time.sleep(0.05)
     if os.environ.get("STAND_IN_SLEEP"):  # a long run: say who it is, then train "forever"
         (out / "pid").write_text(str(os.getpid())); time.sleep(300)
     if loss == "el":
@@ -336,6 +346,89 @@ def test_failed_run_stops_the_grid_with_one_line(tmp_path, stand_in, capsys):
     )
     assert calls(out) == ["ce/1 resumed=False", "el/1 resumed=False"]
     assert (out / "report.md").is_file()  # the report covers what finished
+
+
+def seen_env(out: Path) -> dict[str, dict]:
+    return {f.stem: json.loads(f.read_text()) for f in sorted((out / "env").iterdir())}
+
+
+def test_jobs_run_side_by_side_with_a_device_each_and_the_cores_shared(tmp_path, stand_in, monkeypatch):
+    grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
+    monkeypatch.setenv("STAND_IN_TOGETHER", "2")  # a run ends only once a second one is going
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)
+    quick = ["--output_dir", str(out), "--no_progress", "--no_figures", "--bootstrap_samples", "50"]
+    assert main([str(grid), *quick, "--devices", "0,1"]) == 0  # two jobs: one per device
+    assert sorted(calls(out)) == sorted(["ce/1 resumed=False", "cel/1 resumed=False", "ce/2 resumed=False",
+                                         "cel/2 resumed=False"])  # fmt: skip
+    env = seen_env(out)
+    assert {env["ce-1"]["CUDA_VISIBLE_DEVICES"], env["cel-1"]["CUDA_VISIBLE_DEVICES"]} == {"0", "1"}
+    assert {e["OMP_NUM_THREADS"] for e in env.values()} == {"4"}  # 8 cores, 2 jobs
+    assert json.loads((out / "results.json").read_text())["summary"]["cel"]["test_bleu"]["n"] == 2
+
+    one_at_a_time = tmp_path / "serial"  # the same grid one run at a time: the first run waits for company
+    monkeypatch.setenv("STAND_IN_TOGETHER", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert main([str(grid), "--output_dir", str(one_at_a_time), "--no_progress", "--no_figures"]) == 0
+    env = seen_env(one_at_a_time)
+    assert {e["CUDA_VISIBLE_DEVICES"] for e in env.values()} == {None}
+    assert {e["OMP_NUM_THREADS"] for e in env.values()} == {"3"}  # the user's setting is kept
+
+
+def test_with_jobs_a_failed_run_lets_the_others_finish_and_starts_no_more(
+    tmp_path, stand_in, monkeypatch, capsys
+):
+    variants = {"ce": {"loss": "ce"}, "bad": {"loss": "el"}}
+    grid, out = write_grid(tmp_path / "grid.yaml", variants=variants), tmp_path / "out"
+    monkeypatch.setenv("STAND_IN_TOGETHER", "2")
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures", "--jobs", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("compare.py: error: run bad/seed-1 failed (exit status 2)") and len(err) == 1
+    # el/1 fails once ce/1 is going; ce/2 may start before the failure is seen, el/2 never does
+    started = set(calls(out))
+    assert {"ce/1 resumed=False", "el/1 resumed=False"} <= started and "el/2 resumed=False" not in started
+    ce_started = [int(c[3]) for c in calls(out) if c.startswith("ce/")]
+    assert all(runner.is_finished(out / "ce" / f"seed-{seed}") for seed in ce_started)
+    assert not runner.is_finished(out / "bad" / "seed-1")
+
+
+def test_set_overrides_a_flag_and_only_placement_flags_may_change_on_resume(tmp_path, stand_in, capsys):
+    grid, out = write_grid(tmp_path / "grid.yaml", args={"max_steps": 3, "use_cpu": True}), tmp_path / "out"
+    quick = ["--output_dir", str(out), "--no_progress", "--no_figures", "--bootstrap_samples", "50"]
+    assert main([str(grid), *quick]) == 0
+    started = out / "cel" / "seed-2"
+    (started / "compare_done.json").unlink()  # killed on the CPU machine; resumed on a GPU one
+    assert main([str(grid), *quick, "--set", "use_cpu=false", "--set", "dataloader_num_workers=2"]) == 0
+    assert calls(out)[4:] == ["cel/2 resumed=True"]
+    flags = json.loads((started / "compare_flags.json").read_text())["flags"]
+    assert flags["use_cpu"] is False and flags["dataloader_num_workers"] == 2 and flags["max_steps"] == 3
+    resumed = (started / "compare_log.txt").read_text().strip().splitlines()[-1]
+    assert "--use_cpu false" in resumed and "--dataloader_num_workers 2 --seed 2" in resumed
+    results = json.loads((out / "results.json").read_text())
+    assert results["grid"]["overrides"] == {"use_cpu": False, "dataloader_num_workers": 2}
+    assert "Set on the command line for every variant: --use_cpu False" in (out / "report.md").read_text()
+
+    capsys.readouterr()
+    assert main([str(grid), *quick, "--set", "max_steps=5"]) == 2  # what a run computes may not change
+    err = capsys.readouterr().err
+    assert "was started with other settings (max_steps differ)" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--set", "use_cpu"], "--set expects KEY=VALUE (e.g. --set use_cpu=false); got 'use_cpu'"),
+        (["--set", "seed=3"], "--set: --seed is set by the runner"),
+        (["--set", "bad key=1"], "--set: 'bad key' is not a flag name"),
+        (["--jobs", "0"], "--jobs must be at least 1; got 0"),
+    ],
+)
+def test_bad_runner_options_are_one_line(tmp_path, stand_in, capsys, flags, message):
+    grid = write_grid(tmp_path / "grid.yaml")
+    assert main([str(grid), "--output_dir", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):

@@ -13,6 +13,9 @@
 Every run is ``python -m hf_losses <translate|classify> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
 variant flags override shared ones; a list value becomes several values (``text_column: [title, body]``);
 booleans become ``true``/``false``. ``seed``, ``output_dir`` and ``overwrite_output_dir`` belong to the runner.
+``--set KEY=VALUE`` on the runner's command line overrides a flag for every variant (``--set use_cpu=false`` on a
+GPU machine); the flags in ``PLACEMENT_FLAGS`` say where and how a run executes, not what it computes, so a
+started run may resume with them changed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["GridError", "Grid", "load_grid", "TASK_COMMANDS"]
 
 TASK_COMMANDS = {"translation": "translate", "classification": "classify"}  # hf-losses commands
 RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
+PLACEMENT_FLAGS = ("use_cpu", "dataloader_num_workers", "dataloader_pin_memory", "disable_tqdm", "report_to")
 KEYS = ("task", "seeds", "baseline", "args", "variants", "variant_seeds", "description")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +50,7 @@ class Grid:
     variants: dict[str, dict[str, Any]]
     description: str = ""
     variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variants with fewer seeds
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE: on top of every variant
     source: str = field(default="", compare=False)
 
     @property
@@ -54,8 +59,21 @@ class Grid:
         return TASK_COMMANDS[self.task]
 
     def flags(self, variant: str) -> dict[str, Any]:
-        """The shared flags with the variant's on top."""
-        return {**self.args, **self.variants[variant]}
+        """The shared flags, the variant's on top, the command line's ``--set`` overrides on top of both."""
+        return {**self.args, **self.variants[variant], **self.overrides}
+
+    def with_overrides(self, assignments: list[str]) -> Grid:
+        """This grid with ``KEY=VALUE`` overrides (values read as YAML: ``true``, ``3``, ``1e-4``, text)."""
+        overrides = {}
+        for assignment in assignments:
+            key, equals, value = assignment.partition("=")
+            if not equals or not key:
+                raise GridError(f"--set expects KEY=VALUE (e.g. --set use_cpu=false); got {assignment!r}")
+            try:
+                overrides[key] = yaml.safe_load(value) if value else ""
+            except yaml.YAMLError:
+                overrides[key] = value
+        return replace(self, overrides={**self.overrides, **_check_flags("--set", overrides)})
 
     def with_baseline(self, name: str, where: str = "--baseline") -> Grid:
         """This grid compared against the variant ``name`` (``where`` names the setting in the error)."""

@@ -85,6 +85,7 @@ def aggregate_grid(
             "description": grid.description,
             "args": grid.args,
             "variants": grid.variants,
+            "overrides": grid.overrides,
         },
         "command": command,
         "runs": [
@@ -142,6 +143,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--dry_run", action="store_true", help="print the command of every unfinished run")
     parser.add_argument("--bootstrap_samples", type=int, default=BOOTSTRAP_SAMPLES, help="resamples per test")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs at a time (default: one per --devices entry, else 1); without OMP_NUM_THREADS set, "
+        "the cores are shared out among them",
+    )
+    parser.add_argument(
+        "--devices",
+        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
+        default=[],
+        help="GPU ids, e.g. 0,1,2,3: each run sees one of them (CUDA_VISIBLE_DEVICES), round-robin over the jobs",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a flag for every variant, e.g. --set use_cpu=false on a GPU machine (repeatable; "
+        "a finished or started run keeps its folder only if nothing but where it runs changed)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--no_figures", action="store_true", help="skip the PNG figures (faster report)")
     parser.add_argument(
@@ -159,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prog = program()
     try:
-        grid = load_grid(args.grid)
+        grid = load_grid(args.grid).with_overrides(args.overrides)
         if args.bootstrap_samples < 1:
             raise GridError("--bootstrap_samples must be at least 1")
+        jobs = args.jobs if args.jobs is not None else max(1, len(args.devices))
+        if jobs < 1:
+            raise GridError(f"--jobs must be at least 1; got {jobs}")
         output_dir = Path(args.output_dir or Path("outputs") / Path(args.grid).stem)
         suffix = ""
         if args.baseline and args.baseline != grid.baseline:
@@ -186,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not report_only:
             try:
-                run_grid(grid, output_dir, progress=not args.no_progress)
+                run_grid(grid, output_dir, progress=not args.no_progress, jobs=jobs, devices=args.devices)
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 status = 1

@@ -101,6 +101,14 @@ def write_report(
         *(f"{k}: {v}" for k, v in grid.args.items()),
         "```",
         "",
+        *(
+            [
+                f"Set on the command line for every variant: {', '.join(f'--{k} {x}' for k, x in grid.overrides.items())}.",
+                "",
+            ]
+            if grid.overrides
+            else []
+        ),
         "| variant | its flags |",
         "|---|---|",
         *(

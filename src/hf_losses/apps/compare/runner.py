@@ -1,4 +1,5 @@
-"""Run every (variant, seed) of a grid as a subprocess (``python -m hf_losses translate|classify``), resumably.
+"""Run every (variant, seed) of a grid as a subprocess (``python -m hf_losses translate|classify``), resumably,
+one or several at a time (``jobs``).
 
 A run lives in ``DIR/<variant>/seed-<k>/``. Before it starts, its flags go to ``compare_flags.json``; its
 output (stdout and stderr) is appended to ``compare_log.txt``; when the run exits with status 0 the runner
@@ -29,11 +30,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from .grid import Grid, GridError
+from .grid import PLACEMENT_FLAGS, Grid, GridError
 
 __all__ = ["DONE_FILE", "RunFailed", "RunFolderBusy", "command", "is_finished", "run_dir", "run_grid"]
 
@@ -110,17 +112,14 @@ def _flags_record(grid: Grid, variant: str, seed: int) -> dict:
 
 
 def _check_same_flags(path: Path, record: dict) -> None:
-    """Refuse to continue a run directory that was started with other flags."""
+    """Refuse to continue a run directory that was started with other flags (``PLACEMENT_FLAGS`` may differ)."""
     saved_path = path / FLAGS_FILE
     if not saved_path.is_file():
         return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    if saved != json.loads(json.dumps(record)):
-        changed = sorted(
-            k
-            for k in {*saved.get("flags", {}), *record["flags"]}
-            if saved.get("flags", {}).get(k) != record["flags"].get(k)
-        )
+    saved, record = json.loads(saved_path.read_text(encoding="utf-8")), json.loads(json.dumps(record))
+    before, now = saved.pop("flags", {}), record.pop("flags")
+    changed = sorted(k for k in {*before, *now} if k not in PLACEMENT_FLAGS and before.get(k) != now.get(k))
+    if changed or saved != record:
         raise GridError(
             f"{path} was started with other settings ({', '.join(changed) or 'task/seed'} differ); "
             "use another --output_dir or delete that run directory"
@@ -137,23 +136,110 @@ def _log_tail(log: Path, lines: int = 1) -> str:
     return " | ".join(tail)[-300:]
 
 
+@dataclass
+class _Running:
+    """A run in progress: its process, its open (locked) log, where it runs and since when."""
+
+    variant: str
+    seed: int
+    path: Path
+    recorded: list[str]
+    process: subprocess.Popen
+    log: TextIO
+    slot: int
+    start: float
+
+
+def _start(grid: Grid, output_dir: Path, variant: str, seed: int, slot: int, env: dict[str, str]) -> _Running:
+    """Lock the run's folder, record its flags and command, and start it with its log as stdout and stderr."""
+    path = run_dir(output_dir, variant, seed)
+    path.mkdir(parents=True, exist_ok=True)
+    recorded = command(grid, variant, seed, output_dir)
+    log = open(path / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 (closed when the run ends)
+    try:
+        _lock(log, path)
+        record = _flags_record(grid, variant, seed)
+        (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        log.write(f"\n$ {shlex.join(recorded)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            [*LAUNCHER, *recorded[len(RECORDED) :]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_runner(),
+        )
+    except BaseException:
+        log.close()
+        raise
+    return _Running(variant, seed, path, recorded, process, log, slot, time.monotonic())
+
+
+def _finish(run: _Running, code: int) -> RunOutcome:
+    """Close a run that exited: its marker (status 0) or one RunFailed line pointing at its log."""
+    run.log.close()
+    wall = time.monotonic() - run.start
+    if code != 0:
+        raise RunFailed(
+            f"run {run.variant}/seed-{run.seed} failed (exit status {code}): {_log_tail(run.path / LOG_FILE)} "
+            f"(full log: {run.path / LOG_FILE})"
+        )
+    done_record = {"command": run.recorded, "returncode": code, "wall_time_s": round(wall, 1)}
+    (run.path / DONE_FILE).write_text(json.dumps(done_record, indent=2) + "\n", encoding="utf-8")
+    return RunOutcome(run.variant, run.seed, "done", wall)
+
+
+def _next_to_end(going: list[_Running], poll_s: float = 0.2) -> tuple[_Running, int]:
+    """Wait for one of the runs going to exit; take it off the list and return it with its exit status."""
+    while True:
+        for run in going:
+            code = run.process.poll()
+            if code is not None:
+                going.remove(run)
+                return run, code
+        time.sleep(poll_s)
+
+
+def slot_env(env: dict[str, str], slot: int, jobs: int, devices: Sequence[str]) -> dict[str, str]:
+    """The environment of a run in ``slot``: ``CUDA_VISIBLE_DEVICES`` from ``devices`` round-robin, and with
+    several jobs and no ``OMP_NUM_THREADS`` set, the usable cores shared out (as torchrun does)."""
+    env = dict(env)
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // jobs))
+    return env
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_grid(
     grid: Grid,
     output_dir: Path,
     *,
     env: dict[str, str] | None = None,
     progress: bool = True,
+    jobs: int = 1,
+    devices: Sequence[str] = (),
 ) -> list[RunOutcome]:
-    """Run what is not finished yet, in ``grid.runs()`` order; stop at the first run that fails (RunFailed)
-    or whose folder another runner holds (RunFolderBusy)."""
+    """Run what is not finished yet, ``jobs`` at a time, starting them in ``grid.runs()`` order (with ``devices``,
+    the runs of job slot ``k`` see only GPU ``devices[k % len(devices)]``). At the first run that
+    fails (RunFailed) or whose folder another runner holds (RunFolderBusy), start no more runs, wait for the
+    ones going, then raise it."""
     from tqdm.auto import tqdm
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1; got {jobs}")
     output_dir = Path(output_dir)
     runs = grid.runs()
     for variant, seed in runs:  # check every directory before spending time on any run
         _check_same_flags(run_dir(output_dir, variant, seed), _flags_record(grid, variant, seed))
     finished = [is_finished(run_dir(output_dir, v, s)) for v, s in runs]
     outcomes = [RunOutcome(v, s, "skipped") for (v, s), done in zip(runs, finished, strict=True) if done]
+    pending = [run for run, done in zip(runs, finished, strict=True) if not done]
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
     bar = tqdm(
@@ -164,38 +250,36 @@ def run_grid(
         disable=not progress,
         dynamic_ncols=True,
     )
+    going: list[_Running] = []
+    error: Exception | None = None
     try:
-        for (variant, seed), done in zip(runs, finished, strict=True):
-            if done:
-                continue
-            path = run_dir(output_dir, variant, seed)
-            path.mkdir(parents=True, exist_ok=True)
-            recorded = command(grid, variant, seed, output_dir)
-            bar.set_postfix_str(f"{variant}/seed-{seed}")
-            start = time.monotonic()
-            with open(path / LOG_FILE, "a", encoding="utf-8") as log:
-                _lock(log, path)
-                record = _flags_record(grid, variant, seed)
-                (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-                log.write(f"\n$ {shlex.join(recorded)}\n")
-                log.flush()
-                code = subprocess.call(
-                    [*LAUNCHER, *recorded[len(RECORDED) :]],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=child_env,
-                    preexec_fn=_die_with_runner(),
-                )
-            wall = time.monotonic() - start
-            if code != 0:
-                raise RunFailed(
-                    f"run {variant}/seed-{seed} failed (exit status {code}): {_log_tail(path / LOG_FILE)} "
-                    f"(full log: {path / LOG_FILE})"
-                )
-            done_record = {"command": recorded, "returncode": code, "wall_time_s": round(wall, 1)}
-            (path / DONE_FILE).write_text(json.dumps(done_record, indent=2) + "\n", encoding="utf-8")
-            outcomes.append(RunOutcome(variant, seed, "done", wall))
-            bar.update(1)
+        while going or (pending and error is None):
+            while pending and error is None and len(going) < jobs:
+                slot = min(set(range(jobs)) - {run.slot for run in going})
+                variant, seed = pending.pop(0)
+                try:
+                    run = _start(
+                        grid, output_dir, variant, seed, slot, slot_env(child_env, slot, jobs, devices)
+                    )
+                except RunFolderBusy as err:
+                    error = err
+                    break
+                going.append(run)
+                bar.set_postfix_str(", ".join(f"{r.variant}/seed-{r.seed}" for r in going))
+            if not going:
+                break
+            run, code = _next_to_end(going)
+            try:
+                outcomes.append(_finish(run, code))
+                bar.update(1)
+            except RunFailed as err:
+                error = error or err
     finally:
+        for run in going:  # interrupted (Ctrl-C): the runs die with us; close what we hold
+            run.process.kill()
+            run.process.wait()
+            run.log.close()
         bar.close()
+    if error is not None:
+        raise error
     return outcomes
