@@ -406,7 +406,16 @@ def test_set_overrides_a_flag_and_only_placement_flags_may_change_on_resume(tmp_
     assert "--use_cpu false" in resumed and "--dataloader_num_workers 2 --seed 2" in resumed
     results = json.loads((out / "results.json").read_text())
     assert results["grid"]["overrides"] == {"use_cpu": False, "dataloader_num_workers": 2}
-    assert "Set on the command line for every variant: --use_cpu False" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Set on the command line for every variant: --use_cpu False" in report
+    # the runs table says which runs ran elsewhere than the grid file says
+    assert (
+        "| cel/seed-2 | yes | " in report
+        and report.count("--use_cpu false --dataloader_num_workers 2 |") == 1
+    )
+    assert report.count("| yes | ") == 4
+    placed = {(r["variant"], r["seed"]): r["placement"] for r in results["runs"]}
+    assert placed[("cel", 2)] == {"use_cpu": False, "dataloader_num_workers": 2} and placed[("ce", 1)] == {}
 
     capsys.readouterr()
     assert main([str(grid), *quick, "--set", "max_steps=5"]) == 2  # what a run computes may not change

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..runs.outputs import ALL_RESULTS, PREDICTIONS, REFERENCES, SCORES, split_file
-from .grid import Grid
-from .runner import DONE_FILE, is_finished, run_dir
+from .grid import PLACEMENT_FLAGS, Grid
+from .runner import DONE_FILE, FLAGS_FILE, is_finished, run_dir
 from .significance import (
     BOOTSTRAP_SAMPLES,
     CLASSIFICATION_METRICS,
@@ -51,6 +51,9 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     wall_time_s: float | None = None
+    placement: dict[str, Any] = field(
+        default_factory=dict
+    )  # PLACEMENT_FLAGS it last ran with, unlike the grid file
 
     def split_prefix(self, kind: str) -> str | None:
         """'test' if the run wrote ``test_<kind>``, else 'eval' if it wrote ``eval_<kind>``, else None."""
@@ -83,10 +86,22 @@ def collect_runs(grid: Grid, output_dir: Path) -> list[RunResult]:
             }
             run.texts = {k: v for k, v in data.items() if isinstance(v, str)}
             run.wall_time_s = json.loads((path / DONE_FILE).read_text(encoding="utf-8")).get("wall_time_s")
+            run.placement = _placement(grid, variant, path)
         else:
             run.finished = False
         results.append(run)
     return results
+
+
+def _placement(grid: Grid, variant: str, path: Path) -> dict[str, Any]:
+    """The placement flags (``use_cpu``, ...) the run was last started with where they differ from the grid
+    file's (a ``--set use_cpu=false`` on a GPU machine, say)."""
+    flags_file = path / FLAGS_FILE
+    if not flags_file.is_file():
+        return {}
+    ran = json.loads(flags_file.read_text(encoding="utf-8")).get("flags", {})
+    planned = json.loads(json.dumps({**grid.args, **grid.variants[variant]}))
+    return {k: ran.get(k) for k in PLACEMENT_FLAGS if ran.get(k) != planned.get(k)}
 
 
 def summarise(runs: list[RunResult]) -> dict[str, dict[str, dict[str, float | int | None]]]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["GridError", "Grid", "load_grid", "TASK_COMMANDS"]
+__all__ = ["GridError", "Grid", "PLACEMENT_FLAGS", "TASK_COMMANDS", "as_text", "load_grid"]
 
 TASK_COMMANDS = {"translation": "translate", "classification": "classify"}  # hf-losses commands
 RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
@@ -94,11 +94,11 @@ class Grid:
         argv = [self.app]
         for flag, value in self.flags(variant).items():
             values = value if isinstance(value, list) else [value]
-            argv += [f"--{flag}", *(_as_text(v) for v in values)]
+            argv += [f"--{flag}", *(as_text(v) for v in values)]
         return [*argv, "--seed", str(seed), "--output_dir", str(output_dir)]
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

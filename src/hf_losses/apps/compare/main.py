@@ -95,6 +95,7 @@ def aggregate_grid(
                 "finished": r.finished,
                 "run_dir": str(r.path),
                 "wall_time_s": r.wall_time_s,
+                "placement": r.placement,
                 "metrics": r.metrics,
                 "texts": r.texts,
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .aggregate import RunResult
-from .grid import Grid
+from .grid import Grid, as_text
 from .significance import BOOTSTRAP_SAMPLES
 
 __all__ = ["MAIN_METRICS", "main_metrics", "write_report"]
@@ -174,8 +174,16 @@ def write_report(
         lines += ["## Figures", ""]
         lines += [f"![{p.stem}]({p.name})" for p in figures] or [f"Skipped: {figures_skipped}."]
         lines.append("")
-    lines += ["## Runs", "", "| run | finished | wall time of its last sitting (s) |", "|---|---|---|"]
+    lines += [
+        "## Runs",
+        "",
+        "| run | finished | wall time of its last sitting (s) | started with, unlike the grid file |",
+        "|---|---|---|---|",
+    ]
     for r in runs:
         wall = "–" if r.wall_time_s is None else f"{r.wall_time_s:.0f}"
-        lines.append(f"| {r.variant}/seed-{r.seed} | {'yes' if r.finished else 'no'} | {wall} |")
+        placement = " ".join(f"--{k} {as_text(v)}" for k, v in r.placement.items()) or "–"
+        lines.append(
+            f"| {r.variant}/seed-{r.seed} | {'yes' if r.finished else 'no'} | {wall} | {placement} |"
+        )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
