@@ -3,8 +3,10 @@
 # on its one GPU, then copies each finished run's small files (the ones git keeps, .gitignore) to $OUT/results.
 # Needs .device-kit/ (dev/device-kit.sh) carried with the working tree. On this workplace's device tool:
 #   run(command="bash dev/device-grids.sh 480", carry=[".device-kit"], timeout_s=590)
-# then copy the returned results/ over the checkout's, commit, and refresh each grid's report with --report_only.
-# A run still going when the budget (seconds, default 480) ends is lost (its checkpoints stay on the device).
+# then copy the returned results/ over the checkout's (stop the CPU grids first), commit, and refresh each grid's
+# report with --report_only. A run still going when the budget (seconds, default 480) ends keeps its checkpoints
+# on the device only while it stays warm (30 s): calling the script again at once (after copying the returned
+# results/ into the checkout, so that the finished runs are not redone) resumes those runs from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:-480}
@@ -48,3 +50,10 @@ for done in $(for grid in $grids; do ls results/"$grid"/*/seed-*/compare_done.js
     done
 done
 echo "finished runs copied: $(ls -d "$out"/results/*/*/seed-* 2>/dev/null | wc -l)" | tee -a "$out/device.txt"
+# the runs cut off by the budget, with their last checkpoint (kept on the device while it stays warm)
+for grid in $grids; do
+    for run in results/"$grid"/*/seed-*; do
+        [ -f "$run/compare_done.json" ] || [ ! -f "$run/compare_flags.json" ] || \
+            echo "unfinished: $run at $(ls -d "$run"/checkpoint-* 2>/dev/null | xargs -r -n1 basename | sort -t- -k2 -n | tail -n 1)"
+    done
+done | tee -a "$out/device.txt"
