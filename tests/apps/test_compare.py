@@ -313,6 +313,12 @@ def test_a_variant_with_fewer_seeds_is_summarised_and_compared_on_its_own_seeds(
     assert set(results["comparisons"]["cel"]["test_bleu"]["p_value_per_seed"]) == {"2"}
     assert "seeds [1, 2, 3], `cel` only [2], baseline `ce`" in (out / "report.md").read_text()
 
+    (out / "ce" / "seed-2" / "compare_done.json").unlink()  # no seed that both finished: not compared yet
+    assert main([str(grid), "--output_dir", str(out), "--report_only", "--no_figures"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["cel"]["test_bleu"]["n"] == 1 and results["comparisons"] == {}
+    assert "No comparison yet" in (out / "report.md").read_text()
+
 
 def test_killed_run_resumes_and_changed_flags_are_refused(tmp_path, stand_in, capsys):
     grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
@@ -324,7 +330,12 @@ def test_killed_run_resumes_and_changed_flags_are_refused(tmp_path, stand_in, ca
     assert main([str(grid), "--output_dir", str(out), "--report_only", *quick]) == 0
     report = (out / "report.md").read_text()
     assert "**Not finished (not in the tables):** cel/seed-2." in report
-    assert json.loads((out / "results.json").read_text())["summary"]["cel"]["test_bleu"]["n"] == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["cel"]["test_bleu"]["n"] == 1
+    # Δ pairs the seeds both finished, as the tests do: cel/1 (81) - ce/1 (61), not - mean(ce/1, ce/2) (61.5)
+    assert results["comparisons"]["cel"]["test_bleu"]["delta"] == pytest.approx(20.0)
+    assert results["comparisons"]["cel"]["test_bleu"]["n_pairs"] == 1
+    assert "| cel | test_bleu | +20.0000 |" in report
     assert main([str(grid), "--output_dir", str(out), *quick]) == 0
     assert calls(out)[4:] == ["cel/2 resumed=True"]  # only the killed run, with its checkpoint there
     assert "$ " in (killed / "compare_log.txt").read_text()

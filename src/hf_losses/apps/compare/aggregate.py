@@ -273,7 +273,9 @@ def compare(
     grid: Grid, runs: list[RunResult], n_samples: int = BOOTSTRAP_SAMPLES
 ) -> tuple[dict[str, dict[str, dict]], list[str]]:
     """variant -> metric -> {delta, p_value, test, p_value_pooled_bootstrap, p_value_per_seed, p_value_seeds,
-    n_pairs} against the baseline, and where the references came from (translation)."""
+    n_pairs} against the baseline, and where the references came from (translation). ``delta`` is the mean
+    difference over the seeds both finished, the pairs the tests use; a variant that shares no finished seed
+    with the baseline is not compared yet."""
     by_variant: dict[str, dict[int, RunResult]] = {}
     for run in runs:
         if run.finished:
@@ -282,13 +284,13 @@ def compare(
     references = _References(grid)
     comparisons: dict[str, dict[str, dict]] = {}
     for variant, var_runs in by_variant.items():
-        if variant == grid.baseline or not base_runs:
-            continue
+        common = sorted(set(base_runs) & set(var_runs))
+        if variant == grid.baseline or not common:
+            continue  # compared only on the seeds both finished
         if grid.task == "translation":
             bootstrap = _translation_bootstrap(grid, base_runs, var_runs, n_samples, references)
         else:
             bootstrap = _classification_bootstrap(base_runs, var_runs, n_samples)
-        common = sorted(set(base_runs) & set(var_runs))
         metrics = sorted(
             set.intersection(*(set(r.metrics) for r in (*base_runs.values(), *var_runs.values())))
         )
@@ -298,9 +300,8 @@ def compare(
                 continue
             base_vals = [base_runs[s].metrics[metric] for s in common]
             var_vals = [var_runs[s].metrics[metric] for s in common]
-            delta = float(np.mean([r.metrics[metric] for r in var_runs.values()])) - float(
-                np.mean([r.metrics[metric] for r in base_runs.values()])
-            )
+            # over the seeds both ran, as the tests pair them (a partial grid has unpaired seeds)
+            delta = float(np.mean(var_vals)) - float(np.mean(base_vals))
             p_seeds = seed_t_test(base_vals, var_vals)
             boot = bootstrap.get(metric, {})
             if "pooled" in boot:

@@ -144,7 +144,8 @@ def write_report(
     compared = [m for m in metrics if any(m in c for c in comparisons.values())]
     if comparisons and compared:
         lines += [
-            "Δ = mean(variant) − mean(baseline); p = `p_value` (its test below); p seeds = paired t-test over seeds.",
+            "Δ = mean(variant) − mean(baseline) over the seeds both finished (the pairs the tests use); "
+            "p = `p_value` (its test below); p seeds = paired t-test over seeds.",
             "",
             "| variant | metric | Δ | p | test | p per seed | p seeds |",
             "|---|---|---|---|---|---|---|",
