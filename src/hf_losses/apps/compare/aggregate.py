@@ -51,9 +51,8 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     wall_time_s: float | None = None
-    placement: dict[str, Any] = field(
-        default_factory=dict
-    )  # PLACEMENT_FLAGS it last ran with, unlike the grid file
+    # the PLACEMENT_FLAGS it was last started with, where they differ from the grid file
+    placement: dict[str, Any] = field(default_factory=dict)
 
     def split_prefix(self, kind: str) -> str | None:
         """'test' if the run wrote ``test_<kind>``, else 'eval' if it wrote ``eval_<kind>``, else None."""
