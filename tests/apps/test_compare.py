@@ -441,6 +441,9 @@ def test_set_overrides_a_flag_and_only_placement_flags_may_change_on_resume(tmp_
         (["--set", "seed=3"], "--set: --seed is set by the runner"),
         (["--set", "bad key=1"], "--set: 'bad key' is not a flag name"),
         (["--jobs", "0"], "--jobs must be at least 1; got 0"),
+        (["--variants", "ce,xl"], "--variants: 'xl' is not a variant; variants: ce, cel"),
+        (["--seeds", "3"], "--seeds: 3 is not a seed of the grid; seeds: 1, 2"),
+        (["--seeds", "1,two"], "argument --seeds: invalid comma-separated int list value: '1,two'"),
     ],
 )
 def test_bad_runner_options_are_one_line(tmp_path, stand_in, capsys, flags, message):
@@ -496,6 +499,28 @@ def test_another_baseline_must_be_a_variant(tmp_path, stand_in, capsys):
         == "compare.py: error: --baseline 'el' is not a variant; variants: ce, cel"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_variants_and_seeds_pick_the_runs_to_start_and_the_report_keeps_every_finished_run(
+    tmp_path, stand_in, capsys
+):
+    grid, out = write_grid(tmp_path / "grid.yaml", seeds=[1, 2, 3]), tmp_path / "out"
+    quick = ["--output_dir", str(out), "--no_progress", "--no_figures", "--bootstrap_samples", "50"]
+    assert main([str(grid), *quick, "--seeds", "1"]) == 0
+    assert main([str(grid), *quick, "--variants", "cel", "--seeds", "3,2"]) == 0
+    assert calls(out) == [
+        "ce/1 resumed=False",
+        "cel/1 resumed=False",
+        "cel/2 resumed=False",
+        "cel/3 resumed=False",
+    ]
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["ce"]["test_bleu"]["n"] == 1 and summary["cel"]["test_bleu"]["n"] == 3
+
+    capsys.readouterr()
+    assert main([str(grid), "--output_dir", str(out), "--dry_run", "--variants", "ce"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.rsplit("/", 2)[-2:] for line in printed] == [["ce", "seed-2"], ["ce", "seed-3"]]
 
 
 def test_dry_run_prints_the_unfinished_commands(tmp_path, stand_in, capsys):

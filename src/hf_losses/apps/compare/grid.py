@@ -21,6 +21,7 @@ started run may resume with them changed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,22 @@ class Grid:
     def runs(self) -> list[tuple[str, int]]:
         """(variant, seed) in the order they run: seed by seed, so a partial grid has whole seeds."""
         return [(v, s) for s in self.seeds for v in self.variants if s in self.seeds_of(v)]
+
+    def select(self, variants: Sequence[str] = (), seeds: Sequence[int] = ()) -> list[tuple[str, int]]:
+        """The runs of ``runs()`` among ``variants`` and ``seeds`` (empty: all of them), in the same order."""
+        for name in variants:
+            if name not in self.variants:
+                raise GridError(
+                    f"--variants: {name!r} is not a variant; variants: {', '.join(self.variants)}"
+                )
+        for seed in seeds:
+            if seed not in self.seeds:
+                raise GridError(
+                    f"--seeds: {seed} is not a seed of the grid; seeds: {', '.join(map(str, self.seeds))}"
+                )
+        return [
+            (v, s) for v, s in self.runs() if (not variants or v in variants) and (not seeds or s in seeds)
+        ]
 
     def argv(self, variant: str, seed: int, output_dir: Path) -> list[str]:
         """The ``hf-losses`` arguments of one run: ``translate --flag value ... --seed k --output_dir DIR``."""

@@ -7,9 +7,10 @@ import importlib
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from ..runs.errors import report_error
+from ..runs.errors import UsageError, report_error
 from .aggregate import collect_runs, compare, json_ready, summarise
 from .figures import missing_matplotlib, write_figures
 from .grid import Grid, GridError, load_grid
@@ -130,8 +131,24 @@ def program() -> str:
     return sys.argv[0] if sys.argv[0].startswith("hf-losses") else "compare.py"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """argparse prints the usage and exits; the runner reports one line instead."""
+        raise UsageError(message)
+
+
+def comma_list(kind: type) -> Callable[[str], list]:
+    """An argparse type: ``a,b,c`` as a list of ``kind`` (``int`` or ``str``)."""
+
+    def parse(text: str) -> list:
+        return [kind(item.strip()) for item in text.split(",") if item.strip()]
+
+    parse.__name__ = f"comma-separated {kind.__name__} list"  # argparse names the type in its error
+    return parse
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=program(),
         description="Run a grid of translate/classify runs over variants and seeds; compare them with the baseline.",
     )
@@ -153,7 +170,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--devices",
-        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
+        type=comma_list(str),
         default=[],
         help="GPU ids, e.g. 0,1,2,3: each run sees one of them (CUDA_VISIBLE_DEVICES), round-robin over the jobs",
     )
@@ -165,6 +182,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a flag for every variant, e.g. --set use_cpu=false on a GPU machine (repeatable; "
         "a finished or started run keeps its folder only if nothing but where it runs changed)",
+    )
+    parser.add_argument(
+        "--variants",
+        type=comma_list(str),
+        default=[],
+        help="start only these variants' runs, e.g. ce,cel (default: all); the report still covers every "
+        "finished run",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=comma_list(int),
+        default=[],
+        help="start only these seeds' runs, e.g. 3 or 1,2 (default: all of the grid's)",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--no_figures", action="store_true", help="skip the PNG figures (faster report)")
@@ -180,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 1 a run failed, 2 bad grid or arguments, or a run
     folder held by another runner)."""
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     prog = program()
     try:
+        args = parse_args(argv)
         grid = load_grid(args.grid).with_overrides(args.overrides)
         if args.bootstrap_samples < 1:
             raise GridError("--bootstrap_samples must be at least 1")
@@ -200,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         command_line = " ".join(shlex.quote(a) for a in [*launcher, *argv])
         status = 0
+        selected = grid.select(args.variants, args.seeds)
         if not report_only:
             check_variants(grid, output_dir)
         if args.dry_run:
-            for variant, seed in grid.runs():
+            for variant, seed in selected:
                 if not is_finished(run_dir(output_dir, variant, seed)):
                     print(shlex.join(run_command(grid, variant, seed, output_dir)))
             return 0
@@ -213,7 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not report_only:
             try:
-                run_grid(grid, output_dir, progress=not args.no_progress, jobs=jobs, devices=args.devices)
+                run_grid(
+                    grid,
+                    output_dir,
+                    progress=not args.no_progress,
+                    jobs=jobs,
+                    devices=args.devices,
+                    runs=selected,
+                )
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 status = 1

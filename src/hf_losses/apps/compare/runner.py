@@ -224,8 +224,10 @@ def run_grid(
     progress: bool = True,
     jobs: int = 1,
     devices: Sequence[str] = (),
+    runs: Sequence[tuple[str, int]] | None = None,
 ) -> list[RunOutcome]:
-    """Run what is not finished yet, ``jobs`` at a time, starting them in ``grid.runs()`` order (with ``devices``,
+    """Run what is not finished yet of ``runs`` (default ``grid.runs()``: all of them), ``jobs`` at a time,
+    starting them in that order (with ``devices``,
     the runs of job slot ``k`` see only GPU ``devices[k % len(devices)]``). At the first run that
     fails (RunFailed) or whose folder another runner holds (RunFolderBusy), start no more runs, wait for the
     ones going, then raise it."""
@@ -234,7 +236,7 @@ def run_grid(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
     output_dir = Path(output_dir)
-    runs = grid.runs()
+    runs = list(grid.runs() if runs is None else runs)
     for variant, seed in runs:  # check every directory before spending time on any run
         _check_same_flags(run_dir(output_dir, variant, seed), _flags_record(grid, variant, seed))
     finished = [is_finished(run_dir(output_dir, v, s)) for v, s in runs]
