@@ -288,6 +288,9 @@ def test_grid_writes_every_file_and_reruns_skip_finished_runs(tmp_path, stand_in
     assert f"python scripts/compare.py {grid} {' '.join(flags)}" in report
     assert "sacrebleu.significance.PairedTest" in report and "nrefs:1|tok:13a" in report
     assert "| cel | test_bleu | +20.0000 |" in report
+    summary_row = "| cel | 81.50 ± 0.71 (2)<br>Δ +20.00, p 0.00498; seeds – | 71.75 ± 0.35 (2)<br>Δ +1.00, "
+    assert summary_row in report  # mean 81.5, std sqrt(0.5), p = 1/201; the same +20 on both seeds: no t-test
+    assert "0.040 ± 0.000 (2)<br>Δ −0.010, p seeds – |" in report  # ECE: a seed t-test only
 
     before = (out / "ce" / "seed-1" / "compare_done.json").stat().st_mtime_ns
     assert main([str(grid), *flags, "--no_figures"]) == 0

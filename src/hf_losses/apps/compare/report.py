@@ -16,6 +16,40 @@ MAIN_METRICS = {
 }
 
 
+SUMMARY_METRICS = {
+    "translation": ("bleu", "chrf", "ece", "mean_p_y"),
+    "classification": ("f1_macro", "f1_macro_per_class", "f1_micro", "map", "ece"),
+}
+
+
+def summary_table(task: str, variants: list[str], summary: dict, comparisons: dict) -> list[str]:
+    """The short table for a front page: the headline metrics on test (else validation), each cell the mean ± std
+    over seeds (n) and, for a variant, its paired Δ to the baseline with p (pooled bootstrap; seed t-test)."""
+    present = {m for metrics in summary.values() for m in metrics}
+    split = "test" if any(f"test_{m}" in present for m in SUMMARY_METRICS[task]) else "eval"
+    metrics = [f"{split}_{m}" for m in SUMMARY_METRICS[task] if f"{split}_{m}" in present]
+    if not metrics:
+        return []
+    lines = ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for variant in variants:
+        cells = []
+        for metric in metrics:
+            s, c = summary.get(variant, {}).get(metric), comparisons.get(variant, {}).get(metric)
+            size = abs(s["mean"]) if s is not None else 1.0
+            digits = 2 if size >= 1 else 3 if size >= 0.01 else 4
+            cell = "–" if s is None else f"{s['mean']:.{digits}f} ± {_number(s['std'], digits)} ({s['n']})"
+            if c is not None:
+                delta = f"{c['delta']:+.{digits}f}".replace("-", "−")  # the minus sign, as in prose
+                cell += f"<br>Δ {delta}, " + (
+                    f"p {_p(c['p_value'])}; seeds {_p(c['p_value_seeds'])}"
+                    if c["test"] == "paired bootstrap, pooled over seeds"
+                    else f"p seeds {_p(c['p_value_seeds'])}"
+                )
+            cells.append(cell)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main_metrics(task: str, summary: dict) -> list[str]:
     """The headline metrics present in the summary: test first, then validation."""
     present = {m for metrics in summary.values() for m in metrics}
@@ -127,6 +161,18 @@ def write_report(
     if missing:
         lines += [f"**Not finished (not in the tables):** {', '.join(missing)}.", ""]
 
+    short = summary_table(grid.task, variants, summary, comparisons)
+    if short:
+        lines += [
+            "## Summary",
+            "",
+            "Mean ± std over seeds (n runs); Δ = variant − baseline over the seeds both finished; p = the paired "
+            "bootstrap pooled over those seed pairs, seeds = the paired t-test over seeds (– with fewer than "
+            "two pairs or no spread). Every metric and test: the sections below.",
+            "",
+            *short,
+            "",
+        ]
     lines += ["## Results (mean ± std over seeds, n runs)", ""]
     if metrics:
         lines += ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
