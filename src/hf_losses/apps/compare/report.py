@@ -37,7 +37,7 @@ def summary_table(task: str, variants: list[str], summary: dict, comparisons: di
             s, c = summary.get(variant, {}).get(metric), comparisons.get(variant, {}).get(metric)
             size = abs(s["mean"]) if s is not None else 1.0
             digits = 2 if size >= 1 else 3 if size >= 0.01 else 4
-            cell = "–" if s is None else f"{s['mean']:.{digits}f} ± {_number(s['std'], digits)} ({s['n']})"
+            cell = "–" if s is None else f"{s['mean']:.{digits}f} ± {_fixed(s['std'], digits)} ({s['n']})"
             if c is not None:
                 delta = f"{c['delta']:+.{digits}f}".replace("-", "−")  # the minus sign, as in prose
                 cell += f"<br>Δ {delta}, " + (
@@ -64,6 +64,10 @@ def _number(value: float | None, digits: int = 4) -> str:
         if abs(value) < 1e-3 and value
         else f"{value:.{digits}f}"
     )
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _p(value: float | None) -> str:
