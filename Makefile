@@ -58,8 +58,8 @@ $(MINILM)/config.json: | install
 	rm -rf $(MINILM) && mv $(MINILM).download/model $(MINILM) && rm -rf $(MINILM).download
 
 lint: install
-	$(VENV)/bin/ruff check src scripts tests benchmarks
-	$(VENV)/bin/ruff format --check src scripts tests benchmarks
+	$(VENV)/bin/ruff check src scripts tests benchmarks dev
+	$(VENV)/bin/ruff format --check src scripts tests benchmarks dev
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -27,3 +28,37 @@ def test_the_device_grids_are_recipes_and_their_data_is_in_the_kit():
         assert set(re.findall(r"\.\./shared/data/([^/\s]+)/", recipe)) == {"multi30k"}
     assert "cp -r ../shared/data/multi30k" in (ROOT / "dev" / "device-kit.sh").read_text()
     assert ".device-kit/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def _sync_module():
+    spec = importlib.util.spec_from_file_location(
+        "sync_result_tables", ROOT / "dev" / "sync_result_tables.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pages_quote_the_current_summary_tables_of_the_grid_reports():
+    sync = _sync_module()
+    quoted = [m[2] for name in sync.PAGES for m in sync.QUOTE.finditer((ROOT / name).read_text())]
+    assert "results/multi30k-de-en-converged/report.md" in quoted  # the front page quotes the converged grids
+    assert sync.main(["--check"]) == 0, "run: python dev/sync_result_tables.py"
+
+
+def test_sync_replaces_a_stale_table_and_leaves_out_variants_without_runs(tmp_path, monkeypatch):
+    sync = _sync_module()
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "report.md").write_text(
+        "# Comparison\n\n## Summary\n\nSome words.\n\n| variant | test_bleu |\n|---|---|\n| ce | 30.00 ± – (1) |\n"
+        "| cel | 31.00 ± – (1)<br>Δ +1.00, p 0.2; seeds – |\n| el | – |\n\n## Results\n\n| variant | x |\n"
+    )
+    monkeypatch.setattr(sync, "ROOT", tmp_path)
+    page = "Intro.\n\n<!-- summary-table grid/report.md -->\n| old | table |\n<!-- /summary-table -->\n\nAfter.\n"
+    assert sync.synced(page) == (
+        "Intro.\n\n<!-- summary-table grid/report.md -->\n| variant | test_bleu |\n|---|---|\n| ce | 30.00 ± – (1) |\n"
+        "| cel | 31.00 ± – (1)<br>Δ +1.00, p 0.2; seeds – |\n<!-- /summary-table -->\n\nAfter.\n"
+    )
+    (tmp_path / "grid" / "report.md").write_text("# Comparison written before the summary table\n")
+    with pytest.raises(ValueError, match="no '## Summary' section"):
+        sync.synced(page)
