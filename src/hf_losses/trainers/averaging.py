@@ -71,6 +71,16 @@ def check_averaging(args, max_steps: int | None = None) -> None:
             f"--average_checkpoints {n} needs the last {n} checkpoints kept: set --save_total_limit >= {n} "
             f"(it is {args.save_total_limit})"
         )
+    if (
+        args.metric_for_best_model is not None
+        and args.save_total_limit is not None
+        and args.save_total_limit <= n
+    ):
+        raise ValueError(
+            f"--average_checkpoints {n} with --metric_for_best_model: the Trainer also keeps the best checkpoint, "
+            f"which could then be among the last {n}; set --save_total_limit >= {n + 1} "
+            f"(it is {args.save_total_limit})"
+        )
     saves = possible_saves(args, args.max_steps if max_steps is None else max_steps)
     if saves is not None and saves < n:
         raise ValueError(

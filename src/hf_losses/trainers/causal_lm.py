@@ -13,6 +13,7 @@ from transformers import Trainer, TrainingArguments
 from .averaging import CheckpointAveragingArguments
 from .encouraging_config import EncouragingLossArguments
 from .encouraging_trainer import EncouragingTrainerMixin
+from .stopping import EarlyStoppingArguments
 
 
 def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,9 @@ def prompts_of(
 
 
 @dataclass
-class EncouragingCausalLMConfig(EncouragingLossArguments, CheckpointAveragingArguments, TrainingArguments):
+class EncouragingCausalLMConfig(
+    EncouragingLossArguments, CheckpointAveragingArguments, EarlyStoppingArguments, TrainingArguments
+):
     """TrainingArguments plus the encouraging-loss settings (``EncouragingLossArguments``: the loss, its knobs,
     the bonus schedule and ``fused_lm_head``) and, as in ``Seq2SeqTrainingArguments``, generation in evaluation;
     exposed as CLI flags by HfArgumentParser."""

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from ..cards import (
     DatasetInfo,
@@ -28,6 +28,7 @@ from .averaging import check_averaging, checkpoint_step, last_checkpoints, load_
 from .base_config import label_names_refusal
 from .checkpoints import last_complete_checkpoint
 from .evaluation_rows import real_examples
+from .stopping import ResumableEarlyStopping
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ class LossTrainerMixin:
         self.averaged_checkpoints: list[str] = []  # the checkpoints the final model is the mean of
         if self.args.average_checkpoints:
             self.add_callback(_CheckAveragingOnTrainBegin())
+        if self.args.early_stopping_patience and not any(
+            isinstance(cb, EarlyStoppingCallback) for cb in self.callback_handler.callbacks
+        ):
+            self.add_callback(
+                ResumableEarlyStopping(self.args.early_stopping_patience, self.args.early_stopping_threshold)
+            )
 
     def loss_terms(
         self, outputs, labels: torch.Tensor
@@ -106,6 +113,11 @@ class LossTrainerMixin:
 
     def card_hyperparameters(self) -> dict[str, Any]:
         values = training_hyperparameters(self.args)
+        if self.args.early_stopping_patience:
+            values["early_stopping"] = (
+                f"patience {self.args.early_stopping_patience} on {self.args.metric_for_best_model}"
+                + (" (stopped at step " + str(self.state.global_step) + ")" if self.stopped_early() else "")
+            )
         if self.averaged_checkpoints:
             steps = ", ".join(map(str, self.averaged_checkpoint_steps()))
             values["average_checkpoints"] = (
@@ -201,6 +213,9 @@ class LossTrainerMixin:
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
         output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.args.early_stopping_patience:
+            output.metrics["train_global_step"] = self.state.global_step
+            output.metrics["train_stopped_early"] = int(self.stopped_early())
         if self.args.average_checkpoints:
             self.average_last_checkpoints()
             output.metrics["train_averaged_checkpoints"] = len(self.averaged_checkpoints)
@@ -222,6 +237,10 @@ class LossTrainerMixin:
             for tensor in model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
         logger.info("Final model: the mean of %s", ", ".join(self.averaged_checkpoints))
+
+    def stopped_early(self) -> bool:
+        """Whether early stopping ended training before its last step."""
+        return bool(self.args.early_stopping_patience) and 0 < self.state.global_step < self.state.max_steps
 
     def averaged_checkpoint_steps(self) -> list[int]:
         return [checkpoint_step(p) for p in self.averaged_checkpoints]

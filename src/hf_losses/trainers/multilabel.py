@@ -16,6 +16,7 @@ from .averaging import CheckpointAveragingArguments
 from .base_config import LossConfigMixin, LossPreset
 from .common import LossTrainerMixin
 from .outputs import logits_of
+from .stopping import EarlyStoppingArguments
 
 _NO_POLY = {"alpha1": 0.0, "alpha2": 0.0, "beta1": 0.0}
 # the authors' released settings: the defaults of the loss itself
@@ -23,7 +24,9 @@ APL_DEFAULTS = {k: v for k, v in keyword_defaults(asymmetric_polynomial_loss).it
 
 
 @dataclass
-class MultiLabelConfig(LossConfigMixin, CheckpointAveragingArguments, TrainingArguments):
+class MultiLabelConfig(
+    LossConfigMixin, CheckpointAveragingArguments, EarlyStoppingArguments, TrainingArguments
+):
     """TrainingArguments plus the multi-label loss: a preset (``loss``) whose knobs any flag you set overrides.
 
     What each preset means: ``PRESETS`` below (the maths: docs/losses.md). ``poly1`` sets alpha1 = beta1 =

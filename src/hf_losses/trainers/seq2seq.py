@@ -13,11 +13,12 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from .averaging import CheckpointAveragingArguments
 from .encouraging_config import EncouragingLossArguments
 from .encouraging_trainer import EncouragingTrainerMixin
+from .stopping import EarlyStoppingArguments
 
 
 @dataclass
 class EncouragingSeq2SeqConfig(
-    EncouragingLossArguments, CheckpointAveragingArguments, Seq2SeqTrainingArguments
+    EncouragingLossArguments, CheckpointAveragingArguments, EarlyStoppingArguments, Seq2SeqTrainingArguments
 ):
     """Seq2SeqTrainingArguments plus the encouraging-loss settings (``EncouragingLossArguments``: the loss,
     its knobs, the bonus schedule and ``fused_lm_head``), exposed as CLI flags by HfArgumentParser."""
