@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from hf_losses.apps.compare import GridError, load_grid, main, parse_grid, runner
+from hf_losses.apps.compare.aggregate import BOOTSTRAP_TEST
+from hf_losses.apps.compare.report import summary_table
 from hf_losses.apps.compare.significance import (
     multilabel_paired_bootstrap,
     sacrebleu_paired_bootstrap,
@@ -167,6 +169,39 @@ def test_seed_t_test_hand_computed():
     assert seed_t_test([1, 2, 3], [1.5, 2.4, 3.6]) == pytest.approx(1 - math.sqrt(75 / 77), rel=1e-9)
     assert seed_t_test([1, 2], [1.5, 2.5]) is None  # no spread
     assert seed_t_test([1], [2]) is None
+
+
+def test_summary_table_cells_and_the_bootstrap_floor():
+    summary = {
+        "ce": {
+            "test_bleu": {"mean": 37.4123, "std": 0.478, "n": 3},
+            "test_ece": {"mean": 0.0371, "std": 0.002, "n": 3},
+        },
+        "cel": {
+            "test_bleu": {"mean": 37.16, "std": 0.19, "n": 2},
+            "test_ece": {"mean": 0.1186, "std": 0.0146, "n": 2},
+        },
+        "el": {"test_bleu": {"mean": 13.58, "std": None, "n": 1}},
+    }
+    comparisons = {
+        "cel": {
+            "test_bleu": {"delta": -0.43, "p_value": 0.039, "p_value_seeds": 0.5612, "test": BOOTSTRAP_TEST},
+            "test_ece": {"delta": 0.0811, "p_value": 0.015, "p_value_seeds": 0.015, "test": "paired t-test"},
+        },
+        "el": {
+            "test_bleu": {"delta": -24.38, "p_value": 1 / 1001, "p_value_seeds": None, "test": BOOTSTRAP_TEST}
+        },
+    }
+    assert summary_table("translation", ["ce", "cel", "el"], summary, comparisons) == [
+        "| variant | test_bleu | test_ece |",
+        "|---|---|---|",
+        "| ce | 37.41 ± 0.48 (3) | 0.037 ± 0.002 (3) |",
+        "| cel | 37.16 ± 0.19 (2)<br>Δ −0.43, p 0.039; seeds 0.561 | 0.119 ± 0.015 (2)<br>Δ +0.081, p seeds 0.015 |",
+        "| el | 13.58 ± – (1)<br>Δ −24.38, p < 0.001; seeds – | – |",
+    ]
+    assert (
+        summary_table("translation", ["ce"], {"ce": {"eval_loss": {"mean": 1, "std": 0, "n": 1}}}, {}) == []
+    )
 
 
 # ------------------------------------------------------------------------------------------ runner, stand-in

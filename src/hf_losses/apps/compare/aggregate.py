@@ -36,7 +36,9 @@ from .significance import (
     seed_t_test,
 )
 
-__all__ = ["RunResult", "collect_runs", "compare", "summarise"]
+__all__ = ["BOOTSTRAP_TEST", "RunResult", "collect_runs", "compare", "summarise"]
+
+BOOTSTRAP_TEST = "paired bootstrap, pooled over seeds"
 
 # Bookkeeping numbers in all_results.json that are not worth a comparison.
 NOT_COMPARED = re.compile(r"(runtime|per_second|samples|epoch|total_flos|_steps$|threshold$)")
@@ -304,7 +306,7 @@ def compare(
             p_seeds = seed_t_test(base_vals, var_vals)
             boot = bootstrap.get(metric, {})
             if "pooled" in boot:
-                p_value, test = boot["pooled"], "paired bootstrap, pooled over seeds"
+                p_value, test = boot["pooled"], BOOTSTRAP_TEST
             elif p_seeds is not None:
                 p_value, test = p_seeds, "paired t-test over seeds"
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .aggregate import RunResult
+from .aggregate import BOOTSTRAP_TEST, RunResult
 from .grid import Grid, as_text
 from .significance import BOOTSTRAP_SAMPLES
 
@@ -41,8 +41,8 @@ def summary_table(task: str, variants: list[str], summary: dict, comparisons: di
             if c is not None:
                 delta = f"{c['delta']:+.{digits}f}".replace("-", "−")  # the minus sign, as in prose
                 cell += f"<br>Δ {delta}, " + (
-                    f"p {_p(c['p_value'])}; seeds {_p(c['p_value_seeds'])}"
-                    if c["test"] == "paired bootstrap, pooled over seeds"
+                    f"p {_p_bootstrap(c['p_value'])}; seeds {_p(c['p_value_seeds'])}"
+                    if c["test"] == BOOTSTRAP_TEST
                     else f"p seeds {_p(c['p_value_seeds'])}"
                 )
             cells.append(cell)
@@ -72,6 +72,12 @@ def _fixed(value: float | None, digits: int) -> str:
 
 def _p(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
+
+
+def _p_bootstrap(value: float | None) -> str:
+    """A bootstrap p; its floor 1 / (B + 1) (no resample as extreme as observed) reads `< 1/B`."""
+    floor = 1 / (BOOTSTRAP_SAMPLES + 1)
+    return f"< {1 / BOOTSTRAP_SAMPLES:g}" if value is not None and value <= floor * (1 + 1e-9) else _p(value)
 
 
 SIGNIFICANCE_TEXT = {
@@ -205,9 +211,12 @@ def write_report(
                 c = table.get(metric)
                 if c is None:
                     continue
-                per_seed = ", ".join(f"{s}: {_p(p)}" for s, p in c["p_value_per_seed"].items()) or "–"
+                per_seed = (
+                    ", ".join(f"{s}: {_p_bootstrap(p)}" for s, p in c["p_value_per_seed"].items()) or "–"
+                )
+                p_value = _p_bootstrap(c["p_value"]) if c["test"] == BOOTSTRAP_TEST else _p(c["p_value"])
                 lines.append(
-                    f"| {variant} | {metric} | {c['delta']:+.4f} | {_p(c['p_value'])} | {c['test'] or '–'} | "
+                    f"| {variant} | {metric} | {c['delta']:+.4f} | {p_value} | {c['test'] or '–'} | "
                     f"{per_seed} | {_p(c['p_value_seeds'])} |"
                 )
     else:
