@@ -1,6 +1,8 @@
 """EncouragingSFTTrainer: EL/CEL in TRL's SFTTrainer on prompt-completion data, with and without the fused head."""
 
 import importlib
+import json
+import shutil
 import sys
 
 import pytest
@@ -14,6 +16,7 @@ from transformers import DataCollatorForSeq2Seq  # noqa: E402
 from hf_losses.integrations.trl import EncouragingSFTConfig, EncouragingSFTTrainer  # noqa: E402
 from tests.helpers.tiny import one_step_args, quick_tiny_training, tiny_causal_lm, tiny_tokenizer  # noqa: E402
 from tests.reference import encouraging_loss_ref  # noqa: E402
+from tests.test_trainer_averaging import expected_mean  # noqa: E402
 
 CEL = dict(loss="cel", log_end=0.5, label_smoothing_factor=0.1)
 
@@ -36,13 +39,14 @@ def prompt_completion(n: int = 8) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows)
 
 
-def sft_trainer(tmp_path, arch="llama", **overrides):
+def sft_trainer(tmp_path, arch="llama", eval_dataset=None, **overrides):
     """One SGD step at lr 1 in float32 (TRL's configs default to bf16 autocast)."""
     settings = {**one_step_args(str(tmp_path)), "bf16": False, **CEL, **overrides}
     return EncouragingSFTTrainer(
         model=tiny_causal_lm(arch),
         args=EncouragingSFTConfig(**settings),
         train_dataset=prompt_completion(),
+        eval_dataset=eval_dataset,
         processing_class=tiny_tokenizer(),
     )
 
@@ -131,6 +135,60 @@ def test_misuse_is_refused_in_one_line(tmp_path, recwarn):
         )
     # label smoothing goes into the EL: TRL's warning of an extra forward pass does not apply
     assert not [w for w in recwarn if "label_smoothing_factor" in str(w.message)]
+
+
+AVERAGING = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=3, average_checkpoints=3)
+
+
+def test_sft_ends_with_the_mean_of_the_last_checkpoints_also_after_a_resume(tmp_path):
+    trainer = sft_trainer(tmp_path / "whole", learning_rate=0.5, **AVERAGING)
+    output = trainer.train()
+    folders = [tmp_path / "whole" / f"checkpoint-{s}" for s in (2, 4, 6)]
+    state = trainer.model.state_dict()
+    for name, value in expected_mean(folders).items():
+        torch.testing.assert_close(state[name].double(), value, rtol=0, atol=1e-7, msg=name)
+    assert output.metrics["train_averaged_checkpoint_steps"] == "2,4,6"
+    trainer.save_metrics("train", output.metrics)
+    assert (
+        json.loads((tmp_path / "whole" / "all_results.json").read_text())["train_averaged_checkpoints"] == 3
+    )
+
+    shutil.copytree(tmp_path / "whole", tmp_path / "killed", ignore=shutil.ignore_patterns("checkpoint-6"))
+    resumed = sft_trainer(tmp_path / "killed", learning_rate=0.5, **AVERAGING)
+    resumed.train(resume_from_checkpoint=True)  # as if killed after step 4's save
+    assert_same_weights(weights(resumed.model), weights(trainer.model), tol=1e-5)
+
+
+def test_sft_stops_when_the_validation_loss_stops_improving(tmp_path):
+    trainer = sft_trainer(
+        tmp_path,
+        eval_dataset=prompt_completion(4),
+        max_steps=10,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        metric_for_best_model="loss",
+        early_stopping_patience=2,
+        early_stopping_threshold=1e9,  # no evaluation after the first counts as an improvement
+    )
+    output = trainer.train()
+    assert trainer.state.global_step == 3
+    assert output.metrics["train_stopped_early"] == 1
+
+
+def test_averaging_a_peft_adapter_is_refused_in_one_line(tmp_path):
+    peft = pytest.importorskip("peft")
+    with pytest.raises(ValueError, match="PEFT model's checkpoints hold only its adapter.*set it to 0"):
+        EncouragingSFTTrainer(
+            model=tiny_causal_lm("llama"),
+            args=EncouragingSFTConfig(**{**one_step_args(str(tmp_path)), "bf16": False, **AVERAGING}),
+            train_dataset=prompt_completion(),
+            processing_class=tiny_tokenizer(),
+            peft_config=peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+        )
+    with pytest.raises(ValueError, match="--save_total_limit >= 3"):
+        EncouragingSFTConfig(**{**one_step_args(str(tmp_path)), **AVERAGING, "save_total_limit": 2})
 
 
 def test_without_trl_the_import_error_names_the_extra(monkeypatch):

@@ -14,6 +14,8 @@ Each optimiser step follows the gradient of the exact mean over the scored token
 (and of all processes, with ``average_tokens_across_devices``, the default). TRL's ``entropy`` and
 ``mean_token_accuracy`` need the full distribution and are not logged (nor is ``num_tokens``); ``nll_loss``, ``bonus`` and
 ``bonus_weight`` are, as means over the micro-batches since the last log (TRL's convention).
+``--early_stopping_patience`` and ``--average_checkpoints`` work as in the library's trainers (full models;
+a PEFT adapter's checkpoints are not averaged).
 """
 
 from __future__ import annotations
@@ -29,21 +31,27 @@ try:
 except ImportError:  # pragma: no cover - exercised with TRL hidden
     raise ImportError("hf_losses.integrations.trl needs TRL: pip install hf_losses[trl]") from None
 
+from ..trainers.averaging import CheckpointAveragingArguments
 from ..trainers.causal_lm import next_token_labels
 from ..trainers.encouraging_config import EncouragingLossArguments
+from ..trainers.final_model import FinalModelMixin
 from ..trainers.lm_head import lm_head_parameters, run_without_lm_head
+from ..trainers.stopping import EarlyStoppingArguments
 
 __all__ = ["EncouragingSFTConfig", "EncouragingSFTTrainer"]
 
 
 @dataclass
-class EncouragingSFTConfig(EncouragingLossArguments, SFTConfig):
+class EncouragingSFTConfig(
+    EncouragingLossArguments, CheckpointAveragingArguments, EarlyStoppingArguments, SFTConfig
+):
     """TRL's ``SFTConfig`` plus the encouraging-loss settings (``loss``, its knobs, the bonus schedule and
-    ``fused_lm_head``; see ``EncouragingLossArguments``). ``label_smoothing_factor`` smooths the EL as in the
-    other configs; TRL's ``loss_type`` must stay "nll" (the EL replaces it)."""
+    ``fused_lm_head``; see ``EncouragingLossArguments``), ``early_stopping_patience`` and
+    ``average_checkpoints``. ``label_smoothing_factor`` smooths the EL as in the other configs; TRL's
+    ``loss_type`` must stay "nll" (the EL replaces it)."""
 
 
-class EncouragingSFTTrainer(SFTTrainer):
+class EncouragingSFTTrainer(FinalModelMixin, SFTTrainer):
     """``SFTTrainer`` whose loss is EL/CEL (``args.loss``) of the next token, with or without the fused head.
 
     Example::

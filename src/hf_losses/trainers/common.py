@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import EarlyStoppingCallback, TrainerCallback
 
 from ..cards import (
     DatasetInfo,
@@ -24,11 +23,9 @@ from ..cards import (
     training_hyperparameters,
     write_model_card,
 )
-from .averaging import check_averaging, checkpoint_step, last_checkpoints, load_mean_into, mean_weights
 from .base_config import label_names_refusal
-from .checkpoints import last_complete_checkpoint
 from .evaluation_rows import real_examples
-from .stopping import ResumableEarlyStopping
+from .final_model import FinalModelMixin
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
-class LossTrainerMixin:
+class LossTrainerMixin(FinalModelMixin):
     """Mixin for a transformers ``Trainer`` subclass that computes its own summed loss.
 
     It counts the loss items of each optimiser step over all processes (``get_batch_samples``), divides the
@@ -56,6 +53,8 @@ class LossTrainerMixin:
       evaluation of real examples (see trainers/evaluation_rows.py), reported with its metrics;
     - ``card_extra()``, ``card_hyperparameters()``, ``card_metrics()``: what the model card says beyond the
       common facts (assembled by ``hf_losses.cards.trainer_model_card``).
+
+    Early stopping and checkpoint averaging come from ``FinalModelMixin``.
     """
 
     # The loss is already divided by the step's global item count: Trainer must not divide it again.
@@ -88,15 +87,6 @@ class LossTrainerMixin:
         self.dataset_info = dataset_info or DatasetInfo.from_dataset(self.train_dataset)
         self.split_metrics: dict[str, dict[str, Any]] = {}  # metric prefix -> metrics of the last evaluation
         self._card_overrides: dict[str, Any] = {}
-        self.averaged_checkpoints: list[str] = []  # the checkpoints the final model is the mean of
-        if self.args.average_checkpoints:
-            self.add_callback(_CheckAveragingOnTrainBegin())
-        if self.args.early_stopping_patience and not any(
-            isinstance(cb, EarlyStoppingCallback) for cb in self.callback_handler.callbacks
-        ):
-            self.add_callback(
-                ResumableEarlyStopping(self.args.early_stopping_patience, self.args.early_stopping_threshold)
-            )
 
     def loss_terms(
         self, outputs, labels: torch.Tensor
@@ -112,18 +102,7 @@ class LossTrainerMixin:
         return {}
 
     def card_hyperparameters(self) -> dict[str, Any]:
-        values = training_hyperparameters(self.args)
-        if self.args.early_stopping_patience:
-            values["early_stopping"] = (
-                f"patience {self.args.early_stopping_patience} on {self.args.metric_for_best_model}"
-                + (" (stopped at step " + str(self.state.global_step) + ")" if self.stopped_early() else "")
-            )
-        if self.averaged_checkpoints:
-            steps = ", ".join(map(str, self.averaged_checkpoint_steps()))
-            values["average_checkpoints"] = (
-                f"{len(self.averaged_checkpoints)} (mean of the checkpoints at steps {steps})"
-            )
-        return values
+        return {**training_hyperparameters(self.args), **self.final_model_hyperparameters()}
 
     def card_metrics(self) -> tuple[str | None, dict[str, Any]]:
         """(split, metrics) for the card: the test split if evaluated, else validation, else any other."""
@@ -206,45 +185,6 @@ class LossTrainerMixin:
         return {name: value / items for name, value in totals.items()} if items > 0 else {}
 
     # -- Trainer hooks -----------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
-        """``resume_from_checkpoint=True`` picks the last *complete* checkpoint in output_dir."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
-        output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self.args.early_stopping_patience:
-            output.metrics["train_global_step"] = self.state.global_step
-            output.metrics["train_stopped_early"] = int(self.stopped_early())
-        if self.args.average_checkpoints:
-            self.average_last_checkpoints()
-            output.metrics["train_averaged_checkpoints"] = len(self.averaged_checkpoints)
-            output.metrics["train_averaged_checkpoint_steps"] = ",".join(
-                map(str, self.averaged_checkpoint_steps())
-            )
-        return output
-
-    def average_last_checkpoints(self) -> None:
-        """Make the model the element-wise mean of the last ``args.average_checkpoints`` saved checkpoints.
-
-        The main process reads the checkpoints (they are where it saved them) and sends the mean to the others.
-        """
-        self.averaged_checkpoints = last_checkpoints(self.args.output_dir, self.args.average_checkpoints)
-        model = self.accelerator.unwrap_model(self.model)
-        if self.accelerator.is_main_process:
-            load_mean_into(model, mean_weights(self.averaged_checkpoints))
-        if self.accelerator.num_processes > 1:
-            for tensor in model.state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
-        logger.info("Final model: the mean of %s", ", ".join(self.averaged_checkpoints))
-
-    def stopped_early(self) -> bool:
-        """Whether early stopping ended training before its last step."""
-        return bool(self.args.early_stopping_patience) and 0 < self.state.global_step < self.state.max_steps
-
-    def averaged_checkpoint_steps(self) -> list[int]:
-        return [checkpoint_step(p) for p in self.averaged_checkpoints]
-
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         """Fetch one optimiser step of micro-batches and count their loss items over all processes."""
         batches = []
@@ -377,10 +317,3 @@ class LossTrainerMixin:
         if self.args.should_save:
             write_model_card(self.model_card(), self.args.output_dir)
         super()._push_from_checkpoint(checkpoint_folder)
-
-
-class _CheckAveragingOnTrainBegin(TrainerCallback):
-    """Refuse, before the first step, a run too short to save the checkpoints ``--average_checkpoints`` needs."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        check_averaging(args, state.max_steps)
