@@ -96,6 +96,26 @@ def test_a_resumed_run_stops_where_the_uninterrupted_run_stopped(tmp_path):
     assert resumed.state.global_step == 4  # a count restarted at 0 would train on to step 5
 
 
+def test_a_run_saved_without_early_stopping_continues_with_it(tmp_path):
+    """A longer schedule continuing a checkpoint that knew no early stopping (transformers alone: KeyError)."""
+    seq2seq_trainer(tmp_path, **{**NEVER_BETTER, "max_steps": 2}).train()
+    shutil.rmtree(tmp_path / "checkpoint-2")
+    longer = seq2seq_trainer(tmp_path, **NEVER_BETTER, early_stopping_patience=2)
+    output = longer.train(resume_from_checkpoint=True)
+    # counted from the logged evaluations: 1 (the best), 2, 3 without improvement: stop at step 3
+    assert longer.state.global_step == 3 and output.metrics["train_stopped_early"] == 1
+
+
+def test_a_resumed_run_evaluates_and_saves_at_the_intervals_it_is_given(tmp_path):
+    """transformers would keep the checkpoint's intervals (here: evaluate and save every 2 steps)."""
+    seq2seq_trainer(tmp_path, **{**NEVER_BETTER, "max_steps": 2, "eval_steps": 2, "save_steps": 2}).train()
+    longer = seq2seq_trainer(tmp_path, **{**NEVER_BETTER, "max_steps": 5, "early_stopping_threshold": 0.0})
+    longer.train(resume_from_checkpoint=True)
+    evaluated = [e["step"] for e in longer.state.log_history if "eval_loss" in e]
+    assert evaluated == [2, 3, 4, 5]
+    assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*")) == [2, 3, 4, 5]
+
+
 @pytest.mark.parametrize("config", [EncouragingSeq2SeqConfig, MultiLabelConfig])
 @pytest.mark.parametrize(
     "settings, message",

@@ -83,6 +83,9 @@ def test_a_variant_can_run_fewer_seeds_in_the_grid_order():
         ),
         ({"variant_seeds": {"cel": []}}, "variant_seeds.cel must be a non-empty list"),
         ({"variant_seeds": [1]}, "variant_seeds must map variant names to lists of seeds"),
+        ({"start_from": "a/{variant}/seed-{step}"}, "only {variant} and {seed} are filled in; got"),
+        ({"start_from": "a/{0}"}, "start_from must be a checkpoint path"),
+        ({"start_from": ["a"]}, "start_from must be a checkpoint path"),
     ],
 )
 def test_bad_grids_give_one_line_errors(change, message):
@@ -383,6 +386,66 @@ def test_killed_run_resumes_and_changed_flags_are_refused(tmp_path, stand_in, ca
     assert main([str(changed), "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "was started with other settings (max_steps differ)" in err and len(err.strip().splitlines()) == 1
+
+
+def finished_checkpoint(folder: Path, step: int, weights: str) -> Path:
+    """A complete checkpoint as the Trainer leaves it (trainer_state.json written last)."""
+    folder = folder / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_text(weights)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def test_start_from_continues_another_grid_s_checkpoints_once(tmp_path, stand_in, capsys):
+    short = tmp_path / "short"
+    for variant in ("ce", "cel"):
+        for seed in (1, 2):
+            finished_checkpoint(short / variant / f"seed-{seed}", 1, f"{variant}/{seed}")
+    template = str(short / "{variant}" / "seed-{seed}" / "checkpoint-1")
+    grid, out = write_grid(tmp_path / "long.yaml", start_from=template), tmp_path / "out"
+    quick = ["--output_dir", str(out), "--no_progress", "--no_figures", "--bootstrap_samples", "50"]
+    assert main([str(grid), *quick]) == 0
+    assert calls(out) == [
+        "ce/1 resumed=True",
+        "cel/1 resumed=True",
+        "ce/2 resumed=True",
+        "cel/2 resumed=True",
+    ]
+    copied = out / "cel" / "seed-2" / "checkpoint-1"
+    assert (copied / "model.safetensors").read_text() == "cel/2"
+    assert json.loads((copied.parent / "compare_flags.json").read_text())["start_from"] == template.format(
+        variant="cel", seed=2
+    )
+    assert not list(out.rglob(".*.partial"))
+
+    (
+        copied.parent / "compare_done.json"
+    ).unlink()  # killed after a save of its own: resumed, not copied again
+    (copied / "model.safetensors").write_text("trained on")
+    assert main([str(grid), *quick]) == 0
+    assert calls(out)[4:] == ["cel/2 resumed=True"]
+    assert (copied / "model.safetensors").read_text() == "trained on"
+
+    capsys.readouterr()
+    moved = write_grid(tmp_path / "moved.yaml", start_from=str(tmp_path / "elsewhere" / "{variant}-{seed}"))
+    assert main([str(moved), *quick]) == 2  # a started run may not change where it came from
+    err = capsys.readouterr().err
+    assert "was started with other settings (start_from differ)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_start_from_a_missing_checkpoint_is_refused_before_any_run(tmp_path, stand_in, capsys):
+    short = tmp_path / "short"
+    finished_checkpoint(short / "ce" / "seed-1", 1, "ce/1")  # the other three runs have none
+    (short / "cel" / "seed-1" / "checkpoint-1").mkdir(parents=True)  # a killed save: no trainer_state.json
+    grid = write_grid(
+        tmp_path / "long.yaml", start_from=str(short / "{variant}" / "seed-{seed}" / "checkpoint-1")
+    )
+    out = tmp_path / "out"
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "start_from:" in err and "cel/seed-1) is not a complete checkpoint" in err
+    assert len(err.splitlines()) == 1 and calls(out) == []
 
 
 def test_failed_run_stops_the_grid_with_one_line(tmp_path, stand_in, capsys):
@@ -686,7 +749,7 @@ def test_a_killed_runner_takes_its_run_with_it(tmp_path, stand_in):
 # ------------------------------------------------------------------------------------------ the real script
 
 
-@pytest.mark.slow  # five script subprocesses: 150 s on the shared 2-core machine, mostly importing torch
+@pytest.mark.slow  # six script subprocesses: 180 s on the shared 2-core machine, mostly importing torch
 def test_real_translation_grid_runs_resumes_and_reports(tmp_path):
     """2 variants x 2 seeds of scripts/translate.py (tiny Marian, 2 steps), then a killed run resumes."""
     from tests.helpers.tiny import tiny_marian_config
@@ -753,6 +816,36 @@ def test_real_translation_grid_runs_resumes_and_reports(tmp_path):
     assert log.count("\n$ ") == 2 and "Resuming from" in log and "checkpoint-1" in log
     assert (killed / "compare_done.json").is_file()
     assert (out / "ce" / "seed-1" / "compare_log.txt").read_text().count("\n$ ") == 1  # finished: skipped
+
+    # a longer schedule continues ce/seed-1 from its step 2 (start_from) and stops early on validation BLEU
+    stop_early = {
+        "max_steps": 6,
+        "validation_file": str(tmp_path / "test.jsonl"),
+        "do_eval": True,
+        "eval_strategy": "steps",
+        "eval_steps": 1,
+        "metric_for_best_model": "bleu",
+        "early_stopping_patience": 1,
+        "early_stopping_threshold": 1e9,  # no evaluation after the first one counts as better
+    }
+    grid = write_grid(
+        tmp_path / "longer.yaml",
+        args={**args, **stop_early},
+        start_from=str(out / "{variant}" / "seed-{seed}" / "checkpoint-2"),
+    )
+    out = tmp_path / "longer"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare.py"), str(grid), "--output_dir", str(out)]
+        + ["--variants", "ce", "--seeds", "1", "--no_figures"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = out / "ce" / "seed-1"
+    assert "Resuming from" in (run / "compare_log.txt").read_text()
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 come from the start run
+    assert [e["step"] for e in history if "eval_bleu" in e] == [3, 4]
+    assert json.loads((run / "all_results.json").read_text())["train_stopped_early"] == 1
 
 
 def test_each_translation_variant_s_log_end_is_resolved_by_its_preset(tmp_path):

@@ -5,7 +5,9 @@
 ``FinalModelMixin`` goes on any transformers ``Trainer`` subclass whose config has the
 ``CheckpointAveragingArguments`` and ``EarlyStoppingArguments`` fields (the library's trainers and TRL's
 ``SFTTrainer`` alike). ``train(resume_from_checkpoint=True)`` resumes from the last *complete* checkpoint, so a
-run killed during a save resumes, stops and averages as the uninterrupted run would.
+run killed during a save resumes, stops and averages as the uninterrupted run would. A resumed run logs,
+evaluates and saves every ``logging_steps``/``eval_steps``/``save_steps`` of its own arguments (transformers
+keeps the checkpoint's, with a warning), so a run continued on a longer schedule evaluates as it is told.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FinalModelMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.add_callback(_StepIntervalsOfTheseArguments())
         self.averaged_checkpoints: list[str] = []  # the checkpoints the final model is the mean of
         if self.args.average_checkpoints and hasattr(
             self.accelerator.unwrap_model(self.model), "peft_config"
@@ -98,6 +101,23 @@ class FinalModelMixin:
                 f"{len(self.averaged_checkpoints)} (mean of the checkpoints at steps {steps})"
             )
         return values
+
+
+class _StepIntervalsOfTheseArguments(TrainerCallback):
+    """On (re)start, take the logging, evaluation and save intervals from the arguments, not the checkpoint."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        before = (state.logging_steps, state.eval_steps, state.save_steps)
+        state.compute_steps(args, state.max_steps)
+        if (state.logging_steps, state.eval_steps, state.save_steps) != before:
+            logger.info(
+                "Resumed with the step intervals of these arguments: logging every %s, evaluating every %s, "
+                "saving every %s steps (the checkpoint had %s)",
+                state.logging_steps,
+                state.eval_steps,
+                state.save_steps,
+                before,
+            )
 
 
 class _CheckAveragingOnTrainBegin(TrainerCallback):

@@ -5,7 +5,8 @@
 transformers' ``EarlyStoppingCallback`` does the counting, on ``--metric_for_best_model``; here it is a field of
 the trainer configs (``--early_stopping_patience N``), checked before training, and its count survives a killed
 run: on resume it is rebuilt from the evaluations in the checkpoint's log (transformers itself restores callback
-state only with ``--restore_callback_states_from_checkpoint``). With ``--average_checkpoints`` the final model is
+state only with ``--restore_callback_states_from_checkpoint``), also when the checkpoint was saved without early
+stopping (a run continued on a longer schedule). With ``--average_checkpoints`` the final model is
 then the mean of the last checkpoints saved before the stop, as fairseq's ``--patience`` and averaging do.
 """
 
@@ -78,6 +79,8 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         super().on_train_begin(args, state, control, **kwargs)
+        # a checkpoint saved without early stopping has no entry for it, where the Trainer's saves write
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         key = args.metric_for_best_model
         key = key if key.startswith("eval_") else f"eval_{key}"
         values = [entry[key] for entry in state.log_history if key in entry]

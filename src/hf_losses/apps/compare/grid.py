@@ -9,12 +9,15 @@
       ce: {loss: ce}
       cel: {loss: cel, log_end: 0.5}
     variant_seeds: {cel: [1, 2]}  # optional: a variant that runs fewer of the seeds (default: all of them)
+    start_from: results/short/{variant}/seed-{seed}/checkpoint-2500  # optional: each run continues that one
 
 Every run is ``python -m hf_losses <translate|classify> --flag value ... --seed k --output_dir DIR/<variant>/seed-<k>``:
 variant flags override shared ones; a list value becomes several values (``text_column: [title, body]``);
 booleans become ``true``/``false``. ``seed``, ``output_dir`` and ``overwrite_output_dir`` belong to the runner.
 ``--set KEY=VALUE`` on the runner's command line overrides a flag for every variant (``--set use_cpu=false`` on a
-GPU machine); the flags in ``PLACEMENT_FLAGS`` say where and how a run executes, not what it computes, so a
+GPU machine). With ``start_from`` a run that has no checkpoint of its own starts from a copy of the named one
+(``{variant}`` and ``{seed}`` filled in): a longer schedule continues a finished shorter grid instead of
+retraining its steps. The flags in ``PLACEMENT_FLAGS`` say where and how a run executes, not what it computes, so a
 started run may resume with them changed.
 """
 
@@ -33,7 +36,7 @@ __all__ = ["GridError", "Grid", "PLACEMENT_FLAGS", "TASK_COMMANDS", "as_text", "
 TASK_COMMANDS = {"translation": "translate", "classification": "classify"}  # hf-losses commands
 RUNNER_FLAGS = ("seed", "output_dir", "overwrite_output_dir")
 PLACEMENT_FLAGS = ("use_cpu", "dataloader_num_workers", "dataloader_pin_memory", "disable_tqdm", "report_to")
-KEYS = ("task", "seeds", "baseline", "args", "variants", "variant_seeds", "description")
+KEYS = ("task", "seeds", "baseline", "args", "variants", "variant_seeds", "description", "start_from")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -52,6 +55,9 @@ class Grid:
     description: str = ""
     variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variants with fewer seeds
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE: on top of every variant
+    start_from: str = (
+        ""  # a checkpoint path with {variant} and {seed}: where a run without checkpoints starts
+    )
     source: str = field(default="", compare=False)
 
     @property
@@ -105,6 +111,10 @@ class Grid:
         return [
             (v, s) for v, s in self.runs() if (not variants or v in variants) and (not seeds or s in seeds)
         ]
+
+    def start_checkpoint(self, variant: str, seed: int) -> Path | None:
+        """The checkpoint a run of ``variant`` and ``seed`` starts from (None: from scratch)."""
+        return Path(self.start_from.format(variant=variant, seed=seed)) if self.start_from else None
 
     def argv(self, variant: str, seed: int, output_dir: Path) -> list[str]:
         """The ``hf-losses`` arguments of one run: ``translate --flag value ... --seed k --output_dir DIR``."""
@@ -173,6 +183,16 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise GridError(f"{source}: description must be text")
+    start_from = data.get("start_from") or ""
+    try:
+        if not isinstance(start_from, str):
+            raise TypeError
+        start_from.format(variant="v", seed=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise GridError(
+            f"{source}: start_from must be a checkpoint path in which only {{variant}} and {{seed}} are filled "
+            f"in; got {start_from!r}"
+        ) from None
     return Grid(
         task=task,
         seeds=tuple(seeds),
@@ -180,6 +200,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         args=_check_flags("args", data.get("args")),
         variants=checked,
         description=description.strip(),
+        start_from=start_from,
         variant_seeds=_check_variant_seeds(source, data.get("variant_seeds"), seeds, checked),
         source=source,
     ).with_baseline(data["baseline"], where=f"{source}: baseline")

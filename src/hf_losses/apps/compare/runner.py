@@ -5,7 +5,8 @@ A run lives in ``DIR/<variant>/seed-<k>/``. Before it starts, its flags go to ``
 output (stdout and stderr) is appended to ``compare_log.txt``; when the run exits with status 0 the runner
 writes ``compare_done.json`` (command, wall time). A run with that marker is finished and skipped; a run
 without it is started again with the same flags and no ``--overwrite_output_dir``, so it resumes from the
-last checkpoint in its output_dir (from scratch if it saved none).
+last checkpoint in its output_dir (from scratch if it saved none; with the grid's ``start_from``, from a copy of
+that checkpoint, made before the run's first start).
 
 The command is recorded portably, as ``python -m hf_losses translate ... --output_dir DIR/...`` with DIR
 relative to the working directory when it lies below it (results written before recorded the absolute
@@ -26,6 +27,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from hf_losses.trainers.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 
 from .grid import PLACEMENT_FLAGS, Grid, GridError
 
@@ -108,7 +112,31 @@ def _lock(log, path: Path) -> None:
 
 
 def _flags_record(grid: Grid, variant: str, seed: int) -> dict:
-    return {"task": grid.task, "seed": seed, "flags": grid.flags(variant)}
+    record = {"task": grid.task, "seed": seed, "flags": grid.flags(variant)}
+    start = grid.start_checkpoint(variant, seed)
+    return record if start is None else {**record, "start_from": str(start)}
+
+
+def _start_checkpoint_to_copy(grid: Grid, path: Path, variant: str, seed: int) -> Path | None:
+    """The grid's ``start_from`` checkpoint of this run when its folder has no checkpoint yet (None: nothing to
+    copy); GridError when that checkpoint is not there or not complete."""
+    start = grid.start_checkpoint(variant, seed)
+    if start is None or last_complete_checkpoint(path) is not None:
+        return None
+    if not is_complete_checkpoint(start):
+        raise GridError(
+            f"start_from: {start} (for {variant}/seed-{seed}) is not a complete checkpoint; finish the run it "
+            "comes from first"
+        )
+    return start
+
+
+def _copy_checkpoint(start: Path, path: Path) -> None:
+    """Copy checkpoint ``start`` into run folder ``path`` under its own name, whole or not at all."""
+    partial = path / f".{start.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(start, partial)
+    partial.rename(path / start.name)
 
 
 def _check_same_flags(path: Path, record: dict) -> None:
@@ -119,9 +147,10 @@ def _check_same_flags(path: Path, record: dict) -> None:
     saved, record = json.loads(saved_path.read_text(encoding="utf-8")), json.loads(json.dumps(record))
     before, now = saved.pop("flags", {}), record.pop("flags")
     changed = sorted(k for k in {*before, *now} if k not in PLACEMENT_FLAGS and before.get(k) != now.get(k))
-    if changed or saved != record:
+    changed += sorted(k for k in {*saved, *record} if saved.get(k) != record.get(k))  # task, seed, start_from
+    if changed:
         raise GridError(
-            f"{path} was started with other settings ({', '.join(changed) or 'task/seed'} differ); "
+            f"{path} was started with other settings ({', '.join(changed)} differ); "
             "use another --output_dir or delete that run directory"
         )
 
@@ -160,6 +189,10 @@ def _start(grid: Grid, output_dir: Path, variant: str, seed: int, slot: int, env
         _lock(log, path)
         record = _flags_record(grid, variant, seed)
         (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        start = _start_checkpoint_to_copy(grid, path, variant, seed)
+        if start is not None:
+            log.write(f"\nstarting from a copy of {start}\n")
+            _copy_checkpoint(start, path)
         log.write(f"\n$ {shlex.join(recorded)}\n")
         log.flush()
         process = subprocess.Popen(
@@ -240,6 +273,9 @@ def run_grid(
     for variant, seed in runs:  # check every directory before spending time on any run
         _check_same_flags(run_dir(output_dir, variant, seed), _flags_record(grid, variant, seed))
     finished = [is_finished(run_dir(output_dir, v, s)) for v, s in runs]
+    for (variant, seed), done in zip(runs, finished, strict=True):
+        if not done:
+            _start_checkpoint_to_copy(grid, run_dir(output_dir, variant, seed), variant, seed)
     outcomes = [RunOutcome(v, s, "skipped") for (v, s), done in zip(runs, finished, strict=True) if done]
     pending = [run for run, done in zip(runs, finished, strict=True) if not done]
     child_env = {**os.environ, **(env or {})}
