@@ -66,6 +66,7 @@ class EncouragingSFTTrainer(FinalModelMixin, SFTTrainer):
     _tag_names = ["trl", "sft", "hf_losses"]
     # compute_loss divides by the step's global token count: Trainer must not divide by the accumulation steps.
     loss_is_scaled_for_ga = True
+    config_class = EncouragingSFTConfig
     args: EncouragingSFTConfig
 
     def __init__(self, model, args: EncouragingSFTConfig | None = None, *rest, **kwargs):

@@ -59,7 +59,6 @@ class LossTrainerMixin(FinalModelMixin):
 
     # The loss is already divided by the step's global item count: Trainer must not divide it again.
     loss_is_scaled_for_ga = True
-    config_class: ClassVar[type]
     card_task: ClassVar[str]  # the card template: "translation" or "classification"
     card_tags: ClassVar[list[str]] = ["hf_losses"]
     nonfinite_hint: ClassVar[str] = "lower the learning rate or check the data"
@@ -73,8 +72,6 @@ class LossTrainerMixin(FinalModelMixin):
                 "compute_loss_func=hf_losses.trainer_loss_func(...)"
             )
         super().__init__(*args, **kwargs)
-        if not isinstance(self.args, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
         refusal = label_names_refusal(
             self.args.label_names,
             "class names go into the model config's id2label, or --class_names in the scripts",

@@ -13,6 +13,7 @@ keeps the checkpoint's, with a warning), so a run continued on a longer schedule
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
@@ -28,8 +29,12 @@ class FinalModelMixin:
     """Early stopping (``args.early_stopping_patience``) and checkpoint averaging (``args.average_checkpoints``)
     for a ``Trainer`` subclass; both are recorded in the train metrics (``all_results.json``)."""
 
+    config_class: ClassVar[type]  # the trainer's config: a TrainingArguments subclass with these fields
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if not isinstance(self.args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs args={self.config_class.__name__}(...)")
         self.add_callback(_StepIntervalsOfTheseArguments())
         self.averaged_checkpoints: list[str] = []  # the checkpoints the final model is the mean of
         if self.args.average_checkpoints and hasattr(
