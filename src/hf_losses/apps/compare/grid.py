@@ -55,9 +55,8 @@ class Grid:
     description: str = ""
     variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variants with fewer seeds
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE: on top of every variant
-    start_from: str = (
-        ""  # a checkpoint path with {variant} and {seed}: where a run without checkpoints starts
-    )
+    # a checkpoint path with {variant} and {seed}: where a run without checkpoints of its own starts
+    start_from: str = ""
     source: str = field(default="", compare=False)
 
     @property
