@@ -7,6 +7,7 @@ One test (slow) runs a real 2 x 2 grid of translate runs on tiny data and resume
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -33,6 +34,9 @@ from hf_losses.apps.compare.significance import (
 from hf_losses.metrics import multilabel_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
+compare_main = importlib.import_module(
+    "hf_losses.apps.compare.main"
+)  # the module; the package exports main()
 
 # ------------------------------------------------------------------------------------------ grid files
 
@@ -446,6 +450,35 @@ def test_start_from_a_missing_checkpoint_is_refused_before_any_run(tmp_path, sta
     err = capsys.readouterr().err.strip()
     assert "start_from:" in err and "cel/seed-1) is not a complete checkpoint" in err
     assert len(err.splitlines()) == 1 and calls(out) == []
+
+
+def test_the_report_is_refreshed_after_each_finished_run_while_the_next_one_trains(
+    tmp_path, stand_in, monkeypatch, capsys
+):
+    grid, out = write_grid(tmp_path / "grid.yaml"), tmp_path / "out"
+    aggregate = compare_main.aggregate_grid
+    seen = []  # at each report: the finished runs, and the runs started so far
+
+    def recording(*args, **kwargs):
+        runs = list(out.glob("*/seed-*"))  # a run's log is opened as it starts; its marker written as it ends
+        seen.append(
+            tuple(sum((r / name).exists() for r in runs) for name in ("compare_done.json", "compare_log.txt"))
+        )
+        if len(seen) == 1:
+            raise RuntimeError("a bug in the report")
+        return aggregate(*args, **kwargs)
+
+    monkeypatch.setattr(compare_main, "aggregate_grid", recording)
+    assert main([str(grid), "--output_dir", str(out), "--no_progress", "--no_figures"]) == 0
+    # one report after each of the first three runs (the next run already going), then the final one
+    assert seen == [(1, 2), (2, 3), (3, 4), (4, 4)]
+    printed, warned = capsys.readouterr()
+    assert warned.strip() == (
+        "compare.py: warning: report not refreshed after ce/seed-1: a bug in the report"
+    )  # ... and the runs went on
+    assert f"compare.py: cel/seed-1 finished; {out / 'report.md'} refreshed" in printed.splitlines()
+    assert json.loads((out / "results.json").read_text())["summary"]["cel"]["test_bleu"]["n"] == 2
+    assert not list(out.glob(".*.tmp"))  # every file was replaced in one step
 
 
 def test_failed_run_stops_the_grid_with_one_line(tmp_path, stand_in, capsys):

@@ -10,6 +10,7 @@ import torch
 
 from hf_losses.metrics.calibration import TokenCalibration, reliability_counts
 
+from ...files import replaced_atomically
 from ..runs.outputs import CALIBRATION, SCORES, split_file
 from .aggregate import RunResult
 
@@ -58,9 +59,7 @@ def metric_figure(plt, path: Path, runs, variants: list[str], metrics: list[str]
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("mean ± std over seeds (dots: single seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _calibration(run: RunResult, task: str) -> tuple[torch.Tensor, np.ndarray | None] | None:
@@ -125,9 +124,7 @@ def calibration_figures(plt, output_dir: Path, runs, variants, task: str) -> lis
     axes[0][0].set_ylabel("accuracy" if task == "translation" else "fraction positive")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    written.append(output_dir / "reliability.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(plt, fig, output_dir / "reliability.png"))
 
     with_p_y = [v for v in names if summed[v][1] is not None]
     if with_p_y:
@@ -141,10 +138,16 @@ def calibration_figures(plt, output_dir: Path, runs, variants, task: str) -> lis
         ax.set_yscale("log")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written.append(output_dir / "p_y_distribution.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(plt, fig, output_dir / "p_y_distribution.png"))
     return written
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Write `fig` to the PNG `path` in one step (a report refreshed mid-grid is never half a picture); close it."""
+    with replaced_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def _save_line_plot(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
@@ -155,9 +158,7 @@ def _save_line_plot(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def nll_curves_figure(plt, path: Path, runs, variants: list[str]) -> Path | None:

@@ -10,12 +10,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ...files import replaced_atomically
 from ..runs.errors import UsageError, report_error
 from .aggregate import collect_runs, compare, json_ready, summarise
 from .figures import missing_matplotlib, write_figures
 from .grid import Grid, GridError, load_grid
 from .report import main_metrics, write_report
-from .runner import RunFailed, is_finished, run_dir, run_grid
+from .runner import RunFailed, RunOutcome, is_finished, run_dir, run_grid
 from .runner import command as run_command
 from .significance import BOOTSTRAP_SAMPLES
 
@@ -108,9 +109,8 @@ def aggregate_grid(
         "figures": [p.name for p in figures],
         "figures_skipped": figures_skipped,
     }
-    (output_dir / f"results{suffix}.json").write_text(
-        json.dumps(json_ready(results), indent=2) + "\n", encoding="utf-8"
-    )
+    with replaced_atomically(output_dir / f"results{suffix}.json") as tmp:
+        tmp.write_text(json.dumps(json_ready(results), indent=2) + "\n", encoding="utf-8")
     write_report(
         output_dir / f"report{suffix}.md",
         grid,
@@ -243,6 +243,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{prog}: warning: the report will have no figures: {missing_matplotlib()}", file=sys.stderr
             )
         if not report_only:
+
+            def refresh_report(outcomes: list[RunOutcome]) -> None:
+                """Rewrite the report after each finished run, so that a long grid can be read (and committed)
+                as it goes; a failure here is a warning: the runs go on, and the final report says it again."""
+                last = outcomes[-1]
+                try:
+                    aggregate_grid(grid, output_dir, command_line, args.bootstrap_samples, figures, suffix)
+                except Exception as err:  # noqa: BLE001 (any bug in the report must not stop hours of runs)
+                    print(
+                        f"{prog}: warning: report not refreshed after {last.variant}/seed-{last.seed}: {err}",
+                        file=sys.stderr,
+                    )
+                    return
+                print(
+                    f"{prog}: {last.variant}/seed-{last.seed} finished; {output_dir / 'report.md'} refreshed"
+                )
+
             try:
                 run_grid(
                     grid,
@@ -251,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                     jobs=jobs,
                     devices=args.devices,
                     runs=selected,
+                    between_runs=refresh_report,
                 )
             except RunFailed as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)

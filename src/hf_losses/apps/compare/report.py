@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...files import replaced_atomically
 from .aggregate import BOOTSTRAP_TEST, RunResult
 from .grid import Grid, as_text
 from .significance import BOOTSTRAP_SAMPLES
@@ -246,4 +247,5 @@ def write_report(
         lines.append(
             f"| {r.variant}/seed-{r.seed} | {'yes' if r.finished else 'no'} | {wall} | {placement} |"
         )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with replaced_atomically(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from hf_losses.files import replaced_atomically
 from hf_losses.trainers.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 
 from .grid import PLACEMENT_FLAGS, Grid, GridError
@@ -218,7 +219,8 @@ def _finish(run: _Running, code: int) -> RunOutcome:
             f"(full log: {run.path / LOG_FILE})"
         )
     done_record = {"command": run.recorded, "returncode": code, "wall_time_s": round(wall, 1)}
-    (run.path / DONE_FILE).write_text(json.dumps(done_record, indent=2) + "\n", encoding="utf-8")
+    with replaced_atomically(run.path / DONE_FILE) as tmp:  # the marker is whole or absent
+        tmp.write_text(json.dumps(done_record, indent=2) + "\n", encoding="utf-8")
     return RunOutcome(run.variant, run.seed, "done", wall)
 
 
@@ -258,12 +260,14 @@ def run_grid(
     jobs: int = 1,
     devices: Sequence[str] = (),
     runs: Sequence[tuple[str, int]] | None = None,
+    between_runs: Callable[[list[RunOutcome]], None] | None = None,
 ) -> list[RunOutcome]:
     """Run what is not finished yet of ``runs`` (default ``grid.runs()``: all of them), ``jobs`` at a time,
     starting them in that order (with ``devices``,
-    the runs of job slot ``k`` see only GPU ``devices[k % len(devices)]``). At the first run that
-    fails (RunFailed) or whose folder another runner holds (RunFolderBusy), start no more runs, wait for the
-    ones going, then raise it."""
+    the runs of job slot ``k`` see only GPU ``devices[k % len(devices)]``). After a run finishes and the next
+    ones have started, ``between_runs`` is called with the outcomes so far (the runner refreshes its report
+    there). At the first run that fails (RunFailed) or whose folder another runner holds (RunFolderBusy),
+    start no more runs, wait for the ones going, then raise it."""
     from tqdm.auto import tqdm
 
     if jobs < 1:
@@ -290,6 +294,7 @@ def run_grid(
     )
     going: list[_Running] = []
     error: Exception | None = None
+    unreported = False
     try:
         while going or (pending and error is None):
             while pending and error is None and len(going) < jobs:
@@ -306,10 +311,14 @@ def run_grid(
                 bar.set_postfix_str(", ".join(f"{r.variant}/seed-{r.seed}" for r in going))
             if not going:
                 break
+            if unreported and between_runs is not None:
+                between_runs(outcomes)
+            unreported = False
             run, code = _next_to_end(going)
             try:
                 outcomes.append(_finish(run, code))
                 bar.update(1)
+                unreported = True
             except RunFailed as err:
                 error = error or err
     finally:
