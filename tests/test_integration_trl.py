@@ -152,6 +152,16 @@ def test_sft_ends_with_the_mean_of_the_last_checkpoints_also_after_a_resume(tmp_
     assert (
         json.loads((tmp_path / "whole" / "all_results.json").read_text())["train_averaged_checkpoints"] == 3
     )
+    card = (tmp_path / "whole" / "README.md").read_text()
+    assert "TRL" in card  # TRL's card, with our section after it:
+    assert (
+        card.index("## Training procedure")
+        < card.index("## Loss and final weights")
+        < card.index("## Citations")
+    )
+    assert "| `loss` | cel |" in card and "| `log_end` | 0.5 |" in card
+    assert "| `average_checkpoints` | 3 (mean of the checkpoints at steps 2, 4, 6) |" in card
+    assert "compare `nll_loss`" in card
 
     shutil.copytree(tmp_path / "whole", tmp_path / "killed", ignore=shutil.ignore_patterns("checkpoint-6"))
     resumed = sft_trainer(tmp_path / "killed", learning_rate=0.5, **AVERAGING)
@@ -175,6 +185,16 @@ def test_sft_stops_when_the_validation_loss_stops_improving(tmp_path):
     output = trainer.train()
     assert trainer.state.global_step == 3
     assert output.metrics["train_stopped_early"] == 1
+    card = (tmp_path / "README.md").read_text()
+    assert "| `early_stopping` | patience 2 on loss (stopped at step 3) |" in card
+    assert "average_checkpoints" not in card
+
+
+def test_the_sft_card_of_a_baseline_names_it(tmp_path):
+    trainer = sft_trainer(tmp_path, loss="ce", log_end=None)
+    trainer.train()
+    card = (tmp_path / "README.md").read_text()
+    assert "using the `ce` baseline loss (no encouraging bonus)." in card and "nll_loss" not in card
 
 
 def test_averaging_a_peft_adapter_is_refused_in_one_line(tmp_path):

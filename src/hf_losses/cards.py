@@ -33,7 +33,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .data.translation import language_name
 from .files import replaced_atomically
 
-__all__ = ["DatasetInfo", "render_model_card", "write_model_card"]
+__all__ = ["DatasetInfo", "loss_section", "render_model_card", "write_model_card"]
 
 _SECRET_KEY = re.compile(r"token|secret|password|api_?key|credential", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{20,}")
@@ -418,6 +418,32 @@ CARD_TRAINING_ARGUMENTS = (
     "bf16",
     "fp16",
 )
+
+
+def loss_section(args, final_model: dict[str, str]) -> str:
+    """A Markdown section for a card another library writes (TRL's): the loss ``args`` set (an
+    ``EncouragingLossArguments`` config) and how the final weights were formed (``final_model``: name -> text)."""
+    loss = (
+        f"the {args.preset.label} of Zhao et al. (AAAI 2022)"
+        if not args.preset.baseline
+        else f"the `{args.loss}` baseline loss (no encouraging bonus)"
+    )
+    lines = [
+        "## Loss and final weights (hf_losses)",
+        "",
+        f"Trained with the `hf_losses` library using {loss}.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(f"| `{key}` | {value} |" for key, value in _rows(_public(args.loss_settings()) | final_model)),
+    ]
+    if not args.preset.baseline:
+        lines += [
+            "",
+            "The logged `loss` includes the bonus, so it is not comparable with a cross-entropy model's loss; "
+            "compare `nll_loss`, logged beside it.",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def training_hyperparameters(args) -> dict:

@@ -15,22 +15,26 @@ Each optimiser step follows the gradient of the exact mean over the scored token
 ``mean_token_accuracy`` need the full distribution and are not logged (nor is ``num_tokens``); ``nll_loss``, ``bonus`` and
 ``bonus_weight`` are, as means over the micro-batches since the last log (TRL's convention).
 ``--early_stopping_patience`` and ``--average_checkpoints`` work as in the library's trainers (full models;
-a PEFT adapter's checkpoints are not averaged).
+a PEFT adapter's checkpoints are not averaged). The model card is TRL's, with a section added for the loss
+settings and how the final weights were formed.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import ModelCard
 
 try:
     from trl import SFTConfig, SFTTrainer
 except ImportError:  # pragma: no cover - exercised with TRL hidden
     raise ImportError("hf_losses.integrations.trl needs TRL: pip install hf_losses[trl]") from None
 
+from ..cards import loss_section
 from ..trainers.averaging import CheckpointAveragingArguments
 from ..trainers.causal_lm import next_token_labels
 from ..trainers.encouraging_config import EncouragingLossArguments
@@ -148,6 +152,29 @@ class EncouragingSFTTrainer(FinalModelMixin, SFTTrainer):
             loss = out.loss / out.num_tokens.clamp(min=1)
         self._log_terms(mode, out, weight)
         return (loss, outputs) if return_outputs else loss
+
+    def train(self, *args, **kwargs):
+        """Train as ``SFTTrainer`` does, then rewrite the card for the final weights (TRL writes it only at
+        checkpoints, before any averaging)."""
+        output = super().train(*args, **kwargs)
+        self.create_model_card(
+            model_name=(self.args.hub_model_id or self.args.output_dir).rstrip("/").split("/")[-1]
+        )
+        return output
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
+        """TRL's card (written at each checkpoint and on push), plus the loss settings and how the final weights
+        were formed (early stopping, checkpoint averaging)."""
+        super().create_model_card(model_name, dataset_name, tags)
+        if not self.is_world_process_zero():
+            return
+        path = Path(self.args.output_dir) / "README.md"
+        card = ModelCard.load(path)
+        section = "\n" + loss_section(self.args, self.final_model_hyperparameters())
+        at = card.text.find("\n## Citations")  # TRL's last section: ours goes before it
+        at = len(card.text.rstrip("\n")) if at < 0 else at
+        card.text = card.text[:at].rstrip("\n") + "\n" + section + card.text[at:]
+        card.save(path)
 
     def _log_terms(self, mode: str, out, weight: float) -> None:
         """Per-token means of this micro-batch over all processes, for TRL's ``log``."""
