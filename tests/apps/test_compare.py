@@ -409,6 +409,17 @@ def test_start_from_continues_another_grid_s_checkpoints_once(tmp_path, stand_in
     template = str(short / "{variant}" / "seed-{seed}" / "checkpoint-1")
     grid, out = write_grid(tmp_path / "long.yaml", start_from=template), tmp_path / "out"
     quick = ["--output_dir", str(out), "--no_progress", "--no_figures", "--bootstrap_samples", "50"]
+    assert main([str(grid), *quick, "--dry_run"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        len(printed.out.splitlines()) == 4
+    )  # one command per run, as without start_from; the copies on stderr
+    assert printed.err.splitlines() == [
+        f"compare.py: {v}/seed-{s} starts from a copy of {short / v / f'seed-{s}' / 'checkpoint-1'}"
+        for s in (1, 2)
+        for v in ("ce", "cel")
+    ]
+    assert not out.exists()
     assert main([str(grid), *quick]) == 0
     assert calls(out) == [
         "ce/1 resumed=True",

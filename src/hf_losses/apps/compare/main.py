@@ -16,7 +16,7 @@ from .aggregate import collect_runs, compare, json_ready, summarise
 from .figures import missing_matplotlib, write_figures
 from .grid import Grid, GridError, load_grid
 from .report import main_metrics, write_report
-from .runner import RunFailed, RunOutcome, is_finished, run_dir, run_grid
+from .runner import RunFailed, RunOutcome, is_finished, run_dir, run_grid, start_checkpoint_to_copy
 from .runner import command as run_command
 from .significance import BOOTSTRAP_SAMPLES
 
@@ -233,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         selected = grid.select(args.variants, args.seeds)
         if not report_only:
             check_variants(grid, output_dir)
-        if args.dry_run:
+        if args.dry_run:  # stdout: one command per run left (scripts count them); stderr: what else happens
             for variant, seed in selected:
-                if not is_finished(run_dir(output_dir, variant, seed)):
+                path = run_dir(output_dir, variant, seed)
+                if not is_finished(path):
+                    start = start_checkpoint_to_copy(grid, path, variant, seed)
+                    if start is not None:
+                        print(f"{prog}: {variant}/seed-{seed} starts from a copy of {start}", file=sys.stderr)
                     print(shlex.join(run_command(grid, variant, seed, output_dir)))
             return 0
         if figures and missing_matplotlib():

@@ -42,7 +42,16 @@ from hf_losses.trainers.checkpoints import is_complete_checkpoint, last_complete
 
 from .grid import PLACEMENT_FLAGS, Grid, GridError
 
-__all__ = ["DONE_FILE", "RunFailed", "RunFolderBusy", "command", "is_finished", "run_dir", "run_grid"]
+__all__ = [
+    "DONE_FILE",
+    "RunFailed",
+    "RunFolderBusy",
+    "command",
+    "is_finished",
+    "run_dir",
+    "run_grid",
+    "start_checkpoint_to_copy",
+]
 
 DONE_FILE = "compare_done.json"
 FLAGS_FILE = "compare_flags.json"
@@ -118,7 +127,7 @@ def _flags_record(grid: Grid, variant: str, seed: int) -> dict:
     return record if start is None else {**record, "start_from": str(start)}
 
 
-def _start_checkpoint_to_copy(grid: Grid, path: Path, variant: str, seed: int) -> Path | None:
+def start_checkpoint_to_copy(grid: Grid, path: Path, variant: str, seed: int) -> Path | None:
     """The grid's ``start_from`` checkpoint of this run when its folder has no checkpoint yet (None: nothing to
     copy); GridError when that checkpoint is not there or not complete."""
     start = grid.start_checkpoint(variant, seed)
@@ -190,7 +199,7 @@ def _start(grid: Grid, output_dir: Path, variant: str, seed: int, slot: int, env
         _lock(log, path)
         record = _flags_record(grid, variant, seed)
         (path / FLAGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        start = _start_checkpoint_to_copy(grid, path, variant, seed)
+        start = start_checkpoint_to_copy(grid, path, variant, seed)
         if start is not None:
             log.write(f"\nstarting from a copy of {start}\n")
             _copy_checkpoint(start, path)
@@ -279,7 +288,7 @@ def run_grid(
     finished = [is_finished(run_dir(output_dir, v, s)) for v, s in runs]
     for (variant, seed), done in zip(runs, finished, strict=True):
         if not done:
-            _start_checkpoint_to_copy(grid, run_dir(output_dir, variant, seed), variant, seed)
+            start_checkpoint_to_copy(grid, run_dir(output_dir, variant, seed), variant, seed)
     outcomes = [RunOutcome(v, s, "skipped") for (v, s), done in zip(runs, finished, strict=True) if done]
     pending = [run for run, done in zip(runs, finished, strict=True) if not done]
     child_env = {**os.environ, **(env or {})}
