@@ -141,6 +141,27 @@ def test_weighted_metrics_equal_sklearn_metrics_of_the_resampled_set():
             assert ours[key][row] == pytest.approx(expected[key], rel=1e-12), (row, key)
 
 
+@pytest.mark.parametrize("decimals", [1, 2, 6])
+def test_weighted_map_equals_sklearn_with_ties_and_labels_that_lose_their_positives(decimals):
+    rng = np.random.default_rng(decimals)
+    n = 120
+    targets = (rng.random((n, 6)) < 0.2).astype(int)
+    targets[:, 4] = 0
+    targets[[3, 70], 4] = 1  # a rare label: two positives
+    targets[:, 5] = 0  # a label without any positive
+    prob = np.round(np.clip(0.3 * targets + 0.7 * rng.random((n, 6)), 0, 1), decimals)
+    draws = [rng.integers(0, n, n) for _ in range(5)]
+    draws[1] = np.setdiff1d(np.arange(n), [3, 70])[
+        rng.integers(0, n - 2, n)
+    ]  # the rare label's positives drop out
+    draws[2] = np.r_[np.full(n - 1, 3), 5]  # one example many times: a single positive of label 4
+    weights = np.stack([np.bincount(idx, minlength=n) for idx in draws]).astype(float)
+    ours = weighted_multilabel_metrics(prob, prob >= 0.5, targets, weights)["map"]
+    for row, idx in enumerate(draws):
+        expected = multilabel_metrics(prob[idx], targets[idx], threshold=0.5)["map"]
+        assert ours[row] == pytest.approx(expected, rel=1e-12, nan_ok=True), row
+
+
 def test_multilabel_bootstrap_identical_and_different_systems():
     prob, targets = multilabel_fixture()
     same = multilabel_paired_bootstrap((prob, prob >= 0.5), (prob, prob >= 0.5), targets, n_samples=200)

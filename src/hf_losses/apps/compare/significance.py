@@ -105,28 +105,53 @@ def _ece(prob: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarr
 
 
 def _average_precision(prob: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mean over labels with a (weighted) positive of average precision, per row of weights; ties as sklearn."""
-    per_label = []
+    """Mean over labels with a (weighted) positive of average precision, per row of weights; ties as sklearn.
+
+    AP = sum_t tp_t * TP(<= t) / SEEN(<= t) / TP(all), over the groups t of tied scores that hold a positive
+    (sklearn reads precision at the last example of each group). Which example falls in which group's segment
+    does not depend on the weights, so each label's sort is done once and the weighted sums of all labels'
+    segments are two sparse products with the weights."""
+    from scipy import sparse
+
+    n = prob.shape[0]
+    seen_at, tp_at, spans = [], [], []  # (example, segment) pairs; each label's segment range
     for j in range(prob.shape[1]):
         if not targets[:, j].any():
             continue
         order = np.argsort(-prob[:, j], kind="stable")
-        scores, positive = prob[order, j], targets[order, j].astype(np.float64)
-        w = weights[:, order]
-        true_pos, seen = np.cumsum(w * positive, axis=1), np.cumsum(w, axis=1)
-        # precision is read at the last example of each group of tied scores (sklearn's thresholds)
-        group_end = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
-        end_of = np.repeat(group_end, np.diff(np.r_[-1, group_end]))
-        precision = np.divide(
-            true_pos[:, end_of], seen[:, end_of], out=np.zeros_like(seen), where=seen[:, end_of] > 0
-        )
-        total = true_pos[:, -1]
+        scores = prob[order, j]
+        group_end = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), n - 1]
+        end_of = np.repeat(group_end, np.diff(np.r_[-1, group_end]))  # rank -> last rank of its tie group
+        positive_ranks = np.flatnonzero(targets[order, j])
+        ends = np.unique(end_of[positive_ranks])  # where precision is read
+        ranks = np.arange(ends[-1] + 1)
+        first = spans[-1][1] if spans else 0
+        segment = first + np.searchsorted(ends, ranks)  # the first reading that counts this rank
+        seen_at.append((order[ranks], segment))
+        tp_at.append((order[positive_ranks], segment[positive_ranks]))
+        spans.append((first, first + ends.size))
+    if not spans:
+        return np.full(weights.shape[0], np.nan)
+    by_example = np.ascontiguousarray(weights.T)  # [N, B]
+
+    def segment_sums(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        examples, segments = (np.concatenate(part) for part in zip(*pairs, strict=True))
+        member = sparse.csr_array((np.ones(examples.size), (segments, examples)), shape=(spans[-1][1], n))
+        return (member @ by_example).T  # [B, segments]
+
+    seen, true_pos = segment_sums(seen_at), segment_sums(tp_at)
+    per_label = []
+    for a, b in spans:
+        tp_cum, seen_cum = np.cumsum(true_pos[:, a:b], axis=1), np.cumsum(seen[:, a:b], axis=1)
+        precision = np.divide(tp_cum, seen_cum, out=np.zeros_like(seen_cum), where=seen_cum > 0)
+        total = tp_cum[:, -1]
         ap = np.divide(
-            (w * positive * precision).sum(axis=1), total, out=np.full_like(total, np.nan), where=total > 0
+            (true_pos[:, a:b] * precision).sum(axis=1),
+            total,
+            out=np.full_like(total, np.nan),
+            where=total > 0,
         )
         per_label.append(ap)
-    if not per_label:
-        return np.full(weights.shape[0], np.nan)
     stacked = np.stack(per_label, axis=1)
     counted = (~np.isnan(stacked)).sum(axis=1)
     sums = np.nansum(stacked, axis=1)
