@@ -33,7 +33,7 @@ __all__ = [
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345  # sacreBLEU's default SACREBLEU_SEED
-CHUNK = 50  # resamples processed at once (bounds memory: CHUNK x N weights)
+CHUNK = 250  # resamples processed at once (bounds memory: CHUNK x N weights)
 CLASSIFICATION_METRICS = ("f1_micro", "f1_macro", "map", "ece")
 PER_CLASS_METRICS = ("f1_micro_per_class", "f1_macro_per_class")  # F1 at per-class thresholds
 
