@@ -6,7 +6,8 @@
 That is :func:`main`. Each run is ``python -m hf_losses translate|classify <flags> --seed k --output_dir
 DIR/<variant>/seed-<k>``; running the command again skips finished runs and resumes killed ones from their
 last checkpoint. Writes ``DIR/results.json``, ``DIR/report.md`` and, with matplotlib (the ``experiments``
-extra), PNG figures, after each finished run and at the end. ``--report_only`` rebuilds them from the runs so far; ``--dry_run`` prints the commands.
+extra), PNG figures, after each finished run and at the end. ``--report_only`` rebuilds them from the runs so
+far; ``--dry_run`` prints the commands.
 The pieces are the grid file (:mod:`.grid`), the resumable runner (:mod:`.runner`), aggregation over seeds
 and the comparisons (:mod:`.aggregate`), the paired significance tests (:mod:`.significance`), figures and
 the report.
