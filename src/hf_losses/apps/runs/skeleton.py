@@ -133,6 +133,7 @@ class TaskRun:
         self.after_evaluation(trainer)
         trainer.create_model_card()
         push_output_dir(trainer, args)
+        trainer.accelerator.end_training()  # a multi-process run leaves its process group before exit
 
 
 def predict(trainer, dataset, prefix: str):
