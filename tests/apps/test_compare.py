@@ -656,6 +656,16 @@ def test_classification_grid_bootstraps_the_scores(tmp_path, stand_in):
     assert (out / "results.json").read_bytes() == before  # the grid's own report is untouched
     assert len(calls(out)) == 6  # no run started
 
+    # a run whose per-class thresholds are lost (kept only in an uncommitted config.json): said, not hidden
+    (out / "bce" / "seed-2" / "config.json").unlink()
+    assert main([str(grid), "--output_dir", str(out), "--report_only", "--bootstrap_samples", "100"]) == 0
+    comparison = json.loads((out / "results.json").read_text())["comparisons"]["apl"]
+    per_class = comparison["eval_f1_macro_per_class"]
+    assert per_class["p_value_pooled_bootstrap"] is None and per_class["p_value_per_seed"] == {}
+    assert per_class["test"].endswith("no bootstrap: no per-class thresholds for bce/seed-2")
+    assert comparison["eval_map"]["p_value"] == pytest.approx(1 / 101)  # the other metrics keep theirs
+    assert "no bootstrap: no per-class thresholds for bce/seed-2" in (out / "report.md").read_text()
+
 
 def test_another_baseline_must_be_a_variant(tmp_path, stand_in, capsys):
     grid = write_grid(tmp_path / "grid.yaml")

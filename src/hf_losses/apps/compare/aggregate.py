@@ -31,6 +31,7 @@ from .runner import DONE_FILE, FLAGS_FILE, is_finished, run_dir
 from .significance import (
     BOOTSTRAP_SAMPLES,
     CLASSIFICATION_METRICS,
+    PER_CLASS_METRICS,
     multilabel_paired_bootstrap,
     sacrebleu_paired_bootstrap,
     seed_t_test,
@@ -208,7 +209,7 @@ def _translation_bootstrap(grid, base_runs, var_runs, n_samples, references) -> 
     out: dict[str, dict] = {}
     for seed, prefix, hyps_b, hyps_v, refs in pairs:
         for name, p in sacrebleu_paired_bootstrap(hyps_b, hyps_v, refs, n_samples).items():
-            out.setdefault(f"{prefix}_{name}", {"per_seed": {}})["per_seed"][seed] = p
+            out.setdefault(f"{prefix}_{name}", {}).setdefault("per_seed", {})[seed] = p
     pooled = sacrebleu_paired_bootstrap(
         [h for *_, hb, _, _ in pairs for h in hb],
         [h for *_, hv, _ in pairs for h in hv],
@@ -237,7 +238,8 @@ def _scores(run: RunResult, prefix: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _classification_bootstrap(base_runs, var_runs, n_samples) -> dict[str, dict]:
-    """metric -> {"pooled": p, "per_seed": {seed: p}} for the multi-label metrics, from the scores files."""
+    """metric -> {"pooled": p, "per_seed": {seed: p}} for the multi-label metrics, from the scores files; the
+    per-class F1s get {"skipped": why} instead when a run has no per-class thresholds."""
     per_seed: list[tuple[int, str, tuple, tuple, np.ndarray]] = []
     for seed, base in base_runs.items():
         var = var_runs.get(seed)
@@ -251,12 +253,20 @@ def _classification_bootstrap(base_runs, var_runs, n_samples) -> dict[str, dict]
         per_seed.append((seed, prefix, base_scores, var_scores, tb))
     if not per_seed:
         return {}
-    if any(b[2] is None or v[2] is None for _, _, b, v, _ in per_seed):  # per-class F1 only where all have it
-        per_seed = [(seed, prefix, b[:2], v[:2], t) for seed, prefix, b, v, t in per_seed]
     out: dict[str, dict] = {}
+    without = [  # runs whose scores file (or config.json) has no per-class thresholds
+        f"{run.variant}/seed-{seed}"
+        for seed, _, b, v, _ in per_seed
+        for run, scores in ((base_runs[seed], b), (var_runs[seed], v))
+        if scores[2] is None
+    ]
+    if without:  # per-class F1 only where all have it
+        per_seed = [(seed, prefix, b[:2], v[:2], t) for seed, prefix, b, v, t in per_seed]
+        for name in PER_CLASS_METRICS:
+            out[f"{per_seed[0][1]}_{name}"] = {"skipped": f"no per-class thresholds for {', '.join(without)}"}
     for seed, prefix, base, var, labels in per_seed:
         for name, p in multilabel_paired_bootstrap(tuple(base), tuple(var), labels, n_samples).items():
-            out.setdefault(f"{prefix}_{name}", {"per_seed": {}})["per_seed"][seed] = p
+            out.setdefault(f"{prefix}_{name}", {}).setdefault("per_seed", {})[seed] = p
     width = len(per_seed[0][2])
     pooled = multilabel_paired_bootstrap(
         tuple(np.concatenate([b[i] for _, _, b, _, _ in per_seed]) for i in range(width)),
@@ -311,6 +321,8 @@ def compare(
                 p_value, test = p_seeds, "paired t-test over seeds"
             else:
                 p_value, test = None, None
+            if "skipped" in boot:
+                test = "; ".join(filter(None, (test, f"no bootstrap: {boot['skipped']}")))
             table[metric] = {
                 "delta": delta,
                 "p_value": p_value,
